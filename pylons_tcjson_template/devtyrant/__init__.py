@@ -1,0 +1,8 @@
+"""A Tokyo Tyrant protocol server for development and tests (tcjson-tyrant).
+
+Modules: `protocol` (request framing, response bytes), `storage` (in-memory
+and Tokyo Cabinet .tch stores), `commands` (what each command does),
+`server` (the event loop and the command line), `launcher` (start ttserver
+or this server as a child process).  Generated projects carry a copy as
+``<package>/lib/devtyrant`` so they need nothing from this template package.
+"""

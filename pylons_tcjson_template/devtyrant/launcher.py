@@ -1,0 +1,149 @@
+"""Start a Tyrant server as a child process: the real one where installed.
+
+    with TyrantProcess() as server:          # free port, in-memory database
+        client = pytyrant.PyTyrant.open(server.host, server.port)
+
+`TyrantProcess` runs ``ttserver`` when ``$TCJSON_TTSERVER`` names one or
+one is on PATH (set ``TCJSON_TTSERVER=builtin`` to force the development
+server), and otherwise this package's development server under the current
+Python.  Tests use it to get a private server per test run, and the paster
+``tyrant`` command to serve development.ini's URL.
+"""
+from __future__ import absolute_import
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+_SERVER_MODULE = __name__.rsplit('.', 1)[0] + '.server'
+
+
+class ServerFailed(RuntimeError):
+    """The server process exited or did not start listening in time."""
+
+
+def find_ttserver():
+    """Path of a real ttserver to use, or None for the development server."""
+    named = os.environ.get('TCJSON_TTSERVER', '').strip()
+    if named == 'builtin':
+        return None
+    if named:
+        return named
+    for directory in os.environ.get('PATH', '').split(os.pathsep):
+        candidate = os.path.join(directory, 'ttserver')
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def free_port(host='127.0.0.1'):
+    """A TCP port nobody listens on right now."""
+    probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+    finally:
+        probe.close()
+
+
+def wait_for_port(host, port, timeout, process=None):
+    """Block until host:port accepts connections; False on timeout."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if process is not None and process.poll() is not None:
+            return False
+        try:
+            socket.create_connection((host, port), 0.2).close()
+            return True
+        except socket.error:
+            time.sleep(0.02)
+    return False
+
+
+class TyrantProcess(object):
+    """A ttserver (or development server) child process on one port."""
+
+    def __init__(self, dbpath='*', host='127.0.0.1', port=None, ttserver=None,
+                 log=None):
+        self.dbpath = dbpath
+        self.host = host
+        self.port = port or free_port(host)
+        self.ttserver = ttserver if ttserver is not None else find_ttserver()
+        self.kind = 'ttserver' if self.ttserver else 'tcjson-tyrant'
+        self.log = log
+        self.process = None
+
+    @property
+    def url(self):
+        return '%s:%d' % (self.host, self.port)
+
+    @property
+    def pid(self):
+        return self.process.pid if self.process else None
+
+    def command(self):
+        if self.ttserver:
+            return [self.ttserver, '-host', self.host, '-port', str(self.port),
+                    self.dbpath]
+        return [sys.executable, '-m', _SERVER_MODULE, '-host', self.host,
+                '-port', str(self.port), self.dbpath]
+
+    def start(self, timeout=15.0):
+        if self.running:
+            return self
+        out = self.log if self.log is not None else open(os.devnull, 'wb')
+        self.process = subprocess.Popen(self.command(), stdout=out,
+                                        stderr=subprocess.STDOUT, close_fds=True)
+        if not wait_for_port(self.host, self.port, timeout, self.process):
+            code = self.process.poll()
+            self.kill()
+            raise ServerFailed('%s on %s did not start (exit status %s): %s'
+                               % (self.kind, self.url, code, ' '.join(self.command())))
+        return self
+
+    @property
+    def running(self):
+        return self.process is not None and self.process.poll() is None
+
+    def _signal_and_wait(self, signum, timeout):
+        if not self.running:
+            return
+        self.process.send_signal(signum)
+        deadline = time.time() + timeout
+        while self.process.poll() is None and time.time() < deadline:
+            time.sleep(0.01)
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def stop(self, timeout=10.0):
+        """SIGTERM: the server syncs its database and exits."""
+        self.resume()
+        self._signal_and_wait(signal.SIGTERM, timeout)
+        return self.process.returncode if self.process else None
+
+    def kill(self):
+        """SIGKILL: a crash, nothing synced."""
+        self._signal_and_wait(signal.SIGKILL, 10.0)
+
+    def pause(self):
+        """SIGSTOP: the server hangs with its sockets open."""
+        if self.running:
+            self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self):
+        if self.running:
+            self.process.send_signal(signal.SIGCONT)
+
+    def restart(self, timeout=15.0):
+        self.stop()
+        return self.start(timeout)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc_info):
+        self.stop()

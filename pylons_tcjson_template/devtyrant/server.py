@@ -1,0 +1,262 @@
+"""tcjson-tyrant: a Tokyo Tyrant protocol server for development and tests.
+
+    tcjson-tyrant [-host H] [-port P] [DBPATH]
+
+Speaks ttserver 1.1.41's binary protocol over TCP.  DBPATH ``*`` (or none)
+keeps records in memory; a path ending in ``.tch`` keeps them in a Tokyo
+Cabinet hash database that ``tchmgr`` can read.  Where the real ttserver is
+installed, use that in production; this one is for machines without it.
+
+One thread serves every client through epoll (poll elsewhere): requests are
+small and the stores answer in microseconds, so an event loop gives lower
+latency than a thread per client and cannot deadlock.
+"""
+from __future__ import absolute_import, print_function
+
+import argparse
+import errno
+import os
+import select
+import signal
+import socket
+import sys
+
+from . import protocol
+from .commands import Dispatcher
+from .storage import StoreError, open_store
+
+DEFAULT_PORT = 1978
+_RECV_SIZE = 256 * 1024
+# Bytes that are not the binary protocol (ttserver would read them as its
+# memcached/HTTP text protocols, which this server does not speak) are
+# dropped unanswered; a client that keeps sending them is cut off.
+_TEXT_LIMIT = 64 * 1024
+
+
+class _Connection(object):
+    __slots__ = ('sock', 'inbuf', 'outbuf', 'text_bytes')
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.inbuf = bytearray()
+        self.outbuf = bytearray()
+        self.text_bytes = 0
+
+
+class _Poller(object):
+    """epoll where there is one, poll otherwise; the same three calls."""
+
+    def __init__(self):
+        if hasattr(select, 'epoll'):
+            self._p = select.epoll()
+            self.IN, self.OUT = select.EPOLLIN, select.EPOLLOUT
+            self.ERR = select.EPOLLERR | select.EPOLLHUP
+        else:
+            self._p = select.poll()
+            self.IN, self.OUT = select.POLLIN, select.POLLOUT
+            self.ERR = select.POLLERR | select.POLLHUP | select.POLLNVAL
+
+    def register(self, fd, mask):
+        self._p.register(fd, mask)
+
+    def modify(self, fd, mask):
+        self._p.modify(fd, mask)
+
+    def unregister(self, fd):
+        self._p.unregister(fd)
+
+    def poll(self, timeout):
+        if hasattr(select, 'epoll') and isinstance(self._p, select.epoll):
+            return self._p.poll(timeout)
+        return self._p.poll(timeout * 1000)
+
+
+class TyrantServer(object):
+    """Listens on host:port and answers Tyrant requests from one store."""
+
+    def __init__(self, store, host='127.0.0.1', port=DEFAULT_PORT):
+        self.store = store
+        self.dispatcher = Dispatcher(store)
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind((host, port))
+        self.listener.listen(1024)
+        self.listener.setblocking(False)
+        self.address = self.listener.getsockname()
+        self.connections = {}
+        self.running = False
+
+    def serve_forever(self):
+        poller = self.poller = _Poller()
+        listen_fd = self.listener.fileno()
+        poller.register(listen_fd, poller.IN)
+        self.running = True
+        while self.running:
+            try:
+                events = poller.poll(1.0)
+            except (IOError, OSError, select.error) as exc:
+                if exc.args[0] == errno.EINTR:
+                    continue
+                raise
+            for fd, mask in events:
+                if fd == listen_fd:
+                    self._accept()
+                    continue
+                conn = self.connections.get(fd)
+                if conn is None:
+                    continue
+                if mask & poller.IN:
+                    self._read(conn)
+                elif mask & poller.ERR:
+                    self._close(conn)
+                    continue
+                if mask & poller.OUT and fd in self.connections:
+                    self._flush(conn)
+
+    def stop(self):
+        self.running = False
+
+    def close(self):
+        """Close every socket, then sync and close the database."""
+        for conn in list(self.connections.values()):
+            self._close(conn)
+        self.listener.close()
+        self.store.sync()
+        self.store.close()
+
+    def _accept(self):
+        while True:
+            try:
+                sock, _ = self.listener.accept()
+            except socket.error as exc:
+                if exc.args[0] in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR):
+                    return
+                if exc.args[0] in (errno.EMFILE, errno.ENFILE, errno.ECONNABORTED):
+                    return          # try again on the next readiness event
+                raise
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn = _Connection(sock)
+            self.connections[sock.fileno()] = conn
+            self.poller.register(sock.fileno(), self.poller.IN)
+
+    def _read(self, conn):
+        try:
+            data = conn.sock.recv(_RECV_SIZE)
+        except socket.error as exc:
+            if exc.args[0] in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR):
+                return
+            self._close(conn)
+            return
+        if not data:
+            self._close(conn)
+            return
+        conn.inbuf += data
+        if not self._answer(conn):
+            self._close(conn)
+            return
+        if conn.outbuf:
+            self._flush(conn)
+
+    def _answer(self, conn):
+        """Answer every complete request in the buffer; False to hang up."""
+        buf = conn.inbuf
+        pos = 0
+        end = len(buf)
+        magic = protocol.MAGIC
+        handle = self.dispatcher.handle
+        while pos < end:
+            if buf[pos] != magic:
+                # Not binary protocol: drop it unanswered, as noted above.
+                conn.text_bytes += end - pos
+                pos = end
+                if conn.text_bytes > _TEXT_LIMIT:
+                    return False
+                break
+            try:
+                request, pos_after = protocol.parse_request(buf, pos)
+            except protocol.NeedMore:
+                if end - pos > protocol.MAX_REQUEST:
+                    return False
+                break
+            except protocol.BadRequest:
+                return False
+            pos = pos_after
+            response = handle(request)
+            if response is not None:
+                conn.outbuf += response
+        if pos:
+            del buf[:pos]
+        return True
+
+    def _flush(self, conn):
+        try:
+            sent = conn.sock.send(conn.outbuf)
+        except socket.error as exc:
+            if exc.args[0] in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR):
+                sent = 0
+            else:
+                self._close(conn)
+                return
+        del conn.outbuf[:sent]
+        mask = self.poller.IN | (self.poller.OUT if conn.outbuf else 0)
+        self.poller.modify(conn.sock.fileno(), mask)
+
+    def _close(self, conn):
+        fd = conn.sock.fileno()
+        if self.connections.pop(fd, None) is None:
+            return
+        try:
+            self.poller.unregister(fd)
+        except (IOError, OSError, ValueError):
+            pass
+        conn.sock.close()
+
+
+def _parser():
+    parser = argparse.ArgumentParser(
+        prog='tcjson-tyrant',
+        description='Tokyo Tyrant protocol server for development and tests.')
+    parser.add_argument('-host', default='127.0.0.1',
+                        help='address to listen on (default 127.0.0.1)')
+    parser.add_argument('-port', type=int, default=DEFAULT_PORT,
+                        help='port to listen on (default %d)' % DEFAULT_PORT)
+    parser.add_argument('dbpath', nargs='?', default='*',
+                        help='* for in memory (default), or a .tch file')
+    return parser
+
+
+def main(argv=None):
+    args = _parser().parse_args(argv)
+    try:
+        store = open_store(args.dbpath)
+    except StoreError as exc:
+        print('tcjson-tyrant: %s' % exc, file=sys.stderr)
+        return 1
+    try:
+        server = TyrantServer(store, args.host, args.port)
+    except (socket.error, socket.gaierror, OverflowError) as exc:
+        store.close()
+        reason = getattr(exc, 'strerror', None) or str(exc)
+        print('tcjson-tyrant: cannot listen on %s:%s: %s' % (args.host, args.port, reason),
+              file=sys.stderr)
+        return 1
+
+    def shut_down(signum, frame):
+        server.stop()
+    signal.signal(signal.SIGTERM, shut_down)
+    signal.signal(signal.SIGINT, shut_down)
+
+    host, port = server.address
+    print('tcjson-tyrant: listening on %s:%d, database %s (pid %d)'
+          % (host, port, args.dbpath, os.getpid()))
+    sys.stdout.flush()
+    try:
+        server.serve_forever()
+    finally:
+        server.close()
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
