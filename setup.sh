@@ -4,6 +4,7 @@
 #
 #   ./setup.sh            system packages (when missing) + .venv + this package
 #   SKIP_APT=1 ./setup.sh  never touch the system, only build .venv
+#   PYTHON27=/path/python2.7 ./setup.sh   use that interpreter
 #
 # What it does, step by step:
 #   1. Python 2.7: Pylons 1.0 runs on 2.7 only.  Debian 12 dropped it, so we
@@ -33,10 +34,19 @@ as_root() {
     fi
 }
 
-# A python2.7 that really runs: pyenv shims answer `command -v` but fail.
+# A python2.7 that really runs (a pyenv shim answers `command -v` even when
+# its version is not selected).  $PYTHON27 names one explicitly; with apt we
+# use Debian's; without apt, the one on PATH.
 working_python27() {
-    local candidate
-    for candidate in /usr/bin/python2.7 "$(command -v python2.7 2>/dev/null || true)"; do
+    local candidate candidates
+    if [ -n "${PYTHON27:-}" ]; then
+        candidates=("$PYTHON27")
+    elif [ "$use_apt" = 1 ]; then
+        candidates=(/usr/bin/python2.7)          # Debian's, installed below
+    else
+        candidates=("$(command -v python2.7 2>/dev/null || true)")
+    fi
+    for candidate in "${candidates[@]}"; do
         [ -n "$candidate" ] && [ -x "$candidate" ] || continue
         if "$candidate" -c 'import sys, ctypes, ssl, sqlite3; assert sys.version_info[:2] == (2, 7)' \
                 >/dev/null 2>&1; then
@@ -83,7 +93,7 @@ fi
 step "Python 2.7"
 if py27=$(working_python27); then
     note "found $py27"
-elif [ "$use_apt" = 1 ]; then
+elif [ "$use_apt" = 1 ] && [ -z "${PYTHON27:-}" ]; then
     codename=$(. /etc/os-release && printf '%s' "${VERSION_CODENAME:-}")
     if [ "$codename" != bullseye ]; then
         note "adding Debian 11 (bullseye) as a source pinned to python2.7 only"
@@ -108,7 +118,7 @@ EOF
     py27=$(working_python27) || die "python2.7 was installed but does not run"
     note "installed $py27"
 else
-    die "no working python2.7 found and no apt-get to install one.
+    die "no working python2.7 found${PYTHON27:+ at \$PYTHON27=$PYTHON27} and no apt-get to install one.
 Install Python 2.7 first, for example with pyenv:
     pyenv install 2.7.18 && pyenv shell 2.7.18
 then run ./setup.sh again (or SKIP_APT=1 ./setup.sh)."
