@@ -32,7 +32,10 @@ setup(
         'simplejson',
     ],
     extras_require={
-        'test': ['pytest', 'pytest-timeout', 'WebTest', 'nose'],
+        # bench/run.py's peers; in `test` too so the bench smoke test runs them
+        'bench': ['python-memcached', 'redis'],
+        'test': ['pytest', 'pytest-timeout', 'WebTest', 'nose',
+                 'python-memcached', 'redis'],
     },
     entry_points={
         'paste.paster_create_template': [
