@@ -34,13 +34,14 @@ _TEXT_LIMIT = 64 * 1024
 
 
 class _Connection(object):
-    __slots__ = ('sock', 'inbuf', 'outbuf', 'text_bytes')
+    __slots__ = ('sock', 'inbuf', 'outbuf', 'text_bytes', 'watching_out')
 
     def __init__(self, sock):
         self.sock = sock
         self.inbuf = bytearray()
         self.outbuf = bytearray()
         self.text_bytes = 0
+        self.watching_out = False     # registered for EPOLLOUT?
 
 
 class _Poller(object):
@@ -199,8 +200,13 @@ class TyrantServer(object):
                 self._close(conn)
                 return
         del conn.outbuf[:sent]
-        mask = self.poller.IN | (self.poller.OUT if conn.outbuf else 0)
-        self.poller.modify(conn.sock.fileno(), mask)
+        # Ask for write readiness only while a reply is stuck in the buffer
+        # (a slow reader); the common case costs no extra system call.
+        pending = bool(conn.outbuf)
+        if pending != conn.watching_out:
+            conn.watching_out = pending
+            mask = self.poller.IN | (self.poller.OUT if pending else 0)
+            self.poller.modify(conn.sock.fileno(), mask)
 
     def _close(self, conn):
         fd = conn.sock.fileno()
