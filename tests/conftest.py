@@ -39,15 +39,14 @@ def tyrant(tyrant_server):
     return tyrant_server
 
 
-@pytest.fixture
-def tyrant_factory(tmpdir):
-    """Start private servers: ``tyrant_factory()`` in memory,
-    ``tyrant_factory('name.tch')`` on a Tokyo Cabinet file in tmpdir.
-    Each one is stopped after the test."""
+def _server_factory(tmpdir, **defaults):
+    """Yield a function that starts servers, then stop every one of them."""
     started = []
 
     def start(dbname='*', **kwargs):
         dbpath = dbname if dbname == '*' else str(tmpdir.join(dbname))
+        for name, value in defaults.items():
+            kwargs.setdefault(name, value)
         server = TyrantProcess(dbpath, **kwargs).start()
         started.append(server)
         return server
@@ -55,3 +54,20 @@ def tyrant_factory(tmpdir):
     yield start
     for server in started:
         server.stop()
+
+
+@pytest.fixture
+def tyrant_factory(tmpdir):
+    """Start private servers: ``tyrant_factory()`` in memory,
+    ``tyrant_factory('name.tch')`` on a Tokyo Cabinet file in tmpdir.
+    Each one is stopped after the test."""
+    for start in _server_factory(tmpdir):
+        yield start
+
+
+@pytest.fixture
+def devtyrant_factory(tmpdir):
+    """Like `tyrant_factory`, but always tcjson-tyrant, never ttserver: for
+    the tests of the development server itself."""
+    for start in _server_factory(tmpdir, ttserver=False):
+        yield start

@@ -71,7 +71,11 @@ class TyrantProcess(object):
         self.dbpath = dbpath
         self.host = host
         self.port = port or free_port(host)
-        self.ttserver = ttserver if ttserver is not None else find_ttserver()
+        # ttserver: None = pick as find_ttserver() does; False = always this
+        # package's server (tests of tcjson-tyrant itself); a path = that one.
+        if ttserver is None:
+            ttserver = find_ttserver()
+        self.ttserver = ttserver or None
         self.kind = 'ttserver' if self.ttserver else 'tcjson-tyrant'
         self.log = log
         self.process = None
