@@ -1,0 +1,253 @@
+"""Part 1: in-process cost of one session load + change + save.
+
+A trivial WSGI app (it increments ``session['count']`` and saves) sits in
+Beaker's SessionMiddleware; the bench calls the middleware directly with a
+prepared environ carrying the session cookie, so what is timed is Beaker plus
+the backend, not an HTTP stack.  Server-side counters (and a count of TCP
+connects made by this process) give the round trips per request.
+"""
+from __future__ import print_function
+
+import cProfile
+import io
+import json
+import pstats
+import shutil
+import tempfile
+import timeit
+
+from beaker.middleware import SessionMiddleware
+
+import peers
+
+timer = timeit.default_timer
+
+
+def small_payload():
+    """5 keys, the shape of a typical login session."""
+    return {'user_id': 48213, 'user_name': u'ada.lovelace',
+            'roles': [u'editor', u'reviewer'], 'theme': u'dark', 'count': 0}
+
+
+def large_payload():
+    """About 20 KB of JSON-able data (a cart / wizard state), plus count."""
+    items = []
+    for i in range(180):
+        items.append({'sku': u'SKU-%06d' % (i * 7919), 'qty': i % 5 + 1,
+                      'price': round(3.25 * (i % 17 + 1), 2),
+                      'title': u'Item number %d, colour %s' % (i, u'blue'),
+                      'tags': [u'a%d' % (i % 3), u'b%d' % (i % 7)]})
+    return {'cart': items, 'user_id': 48213, 'locale': u'en_GB',
+            'flags': {'beta': True, 'seen_tour': False}, 'count': 0}
+
+
+PAYLOADS = {'small': small_payload, 'large': large_payload}
+
+
+def payload_json_size(size):
+    return len(json.dumps(PAYLOADS[size]()))
+
+
+def counting_app(size):
+    make = PAYLOADS[size]
+
+    def app(environ, start_response):
+        session = environ['beaker.session']
+        if 'count' not in session:
+            session.update(make())
+        session['count'] += 1
+        session.save()
+        body = str(session['count']).encode('ascii')
+        start_response('200 OK', [('Content-Type', 'text/plain'),
+                                  ('Content-Length', str(len(body)))])
+        return [body]
+    return app
+
+
+def base_environ():
+    return {
+        'REQUEST_METHOD': 'GET', 'SCRIPT_NAME': '', 'PATH_INFO': '/count',
+        'QUERY_STRING': '', 'SERVER_NAME': 'bench.local', 'SERVER_PORT': '80',
+        'HTTP_HOST': 'bench.local', 'SERVER_PROTOCOL': 'HTTP/1.1',
+        'wsgi.url_scheme': 'http', 'wsgi.version': (1, 0),
+        'wsgi.input': io.BytesIO(b''), 'wsgi.errors': io.BytesIO(),
+        'wsgi.multithread': False, 'wsgi.multiprocess': False,
+        'wsgi.run_once': False,
+    }
+
+
+class Backend(object):
+    """One row of part 1: a Beaker session type, maybe against a server."""
+
+    def __init__(self, name, peer=None, note=''):
+        self.name = name
+        self.peer = peer
+        self.note = note
+        self.tmp = None
+        self.skip_reason = None
+
+    def prepare(self):
+        """Import/register what the backend needs; set skip_reason if not."""
+        if self.peer is not None and not self.peer.available():
+            self.skip_reason = self.peer.missing_reason()
+        return self.skip_reason is None
+
+    def options(self):
+        raise NotImplementedError
+
+    def kwargs(self):
+        return {}
+
+    def middleware(self, app):
+        self.tmp = tempfile.mkdtemp(prefix='sessbench-')
+        config = {'session.key': 'bench_sid', 'session.secret': 's3cret',
+                  'session.data_dir': self.tmp,
+                  'session.lock_dir': self.tmp + '/lock'}
+        config.update(self.options())
+        return SessionMiddleware(app, config, **self.kwargs())
+
+    def cleanup(self):
+        if self.tmp:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+class Memory(Backend):
+    def options(self):
+        return {'session.type': 'memory'}
+
+
+class File(Backend):
+    def options(self):
+        return {'session.type': 'file'}
+
+
+class MemcachedBackend(Backend):
+    def prepare(self):
+        try:
+            import memcache  # noqa: F401  python-memcached
+        except ImportError:
+            self.skip_reason = 'python-memcached not installed'
+            return False
+        return Backend.prepare(self)
+
+    def options(self):
+        return {'session.type': 'ext:memcached', 'session.url': self.peer.url}
+
+
+class RedisBackend(Backend):
+    def prepare(self):
+        try:
+            import redis  # noqa: F401
+        except ImportError:
+            self.skip_reason = 'redis (redis-py) not installed'
+            return False
+        return Backend.prepare(self)
+
+    def options(self):
+        return {'session.type': 'ext:redis',
+                'session.url': 'redis://%s/0' % self.peer.url}
+
+
+class OursBackend(Backend):
+    """The project's ext:tcjson, configured as its contract says."""
+
+    def prepare(self):
+        try:
+            from pylons_tcjson_template import tcjson
+        except ImportError as exc:
+            self.skip_reason = ('pylons_tcjson_template.tcjson not importable '
+                                '(%s)' % exc)
+            return False
+        self.module = tcjson
+        tcjson.register()
+        return Backend.prepare(self)
+
+    def options(self):
+        return {'session.type': 'ext:tcjson', 'session.url': self.peer.url}
+
+    def kwargs(self):
+        return {'data_serializer': self.module.JSONSerializer(),
+                'invalidate_corrupt': False, 'prefix': 'bench:',
+                'pool_size': 4}
+
+
+class Baseline2009(Backend):
+    def prepare(self):
+        from baseline_2009 import tcjson2009
+        tcjson2009.register()
+        return Backend.prepare(self)
+
+    def options(self):
+        return {'session.type': 'ext:tcjson2009', 'session.url': self.peer.url}
+
+
+def percentile(sorted_values, fraction):
+    if not sorted_values:
+        return float('nan')
+    index = min(len(sorted_values) - 1,
+                int(round(fraction * (len(sorted_values) - 1))))
+    return sorted_values[index]
+
+
+def measure(backend, size, requests, warmup, profile=False):
+    """Time `requests` session requests; return a result dict."""
+    app = backend.middleware(counting_app(size))
+    environ = base_environ()
+    captured = {}
+
+    def start_response(status, headers, exc_info=None):
+        captured['status'] = status
+        captured['headers'] = headers
+
+    # First request: creates the session and gives the cookie.
+    body = b''.join(app(dict(environ), start_response))
+    cookie = None
+    for name, value in captured['headers']:
+        value = value.strip()
+        if name.lower() == 'set-cookie' and value.startswith('bench_sid='):
+            cookie = value.split(';', 1)[0]
+    if cookie is None:
+        raise RuntimeError('%s: no session cookie set' % backend.name)
+    environ['HTTP_COOKIE'] = cookie
+    for _ in range(warmup):
+        body = b''.join(app(dict(environ), start_response))
+
+    peer = backend.peer
+    before = peer.counter() if peer is not None else None
+    samples = []
+    profiler = cProfile.Profile() if profile else None
+    with peers.ConnectCounter() as connects:
+        if profiler:
+            profiler.enable()
+        started = timer()
+        for _ in range(requests):
+            t0 = timer()
+            body = b''.join(app(dict(environ), start_response))
+            samples.append(timer() - t0)
+        elapsed = timer() - started
+        if profiler:
+            profiler.disable()
+    after = peer.counter() if peer is not None else None
+
+    expected = 1 + warmup + requests
+    if int(body) != expected or not captured['status'].startswith('200'):
+        raise RuntimeError('%s/%s: counter is %s, expected %d (session not '
+                           'persisted?)' % (backend.name, size, body, expected))
+    samples.sort()
+    result = {
+        'backend': backend.name, 'size': size, 'requests': requests,
+        'median_us': percentile(samples, 0.5) * 1e6,
+        'p99_us': percentile(samples, 0.99) * 1e6,
+        'rps': requests / elapsed,
+        'connects_per_req': connects.count / float(requests),
+        'cmds_per_req': (peer.commands_between(before, after) / float(requests)
+                         if peer is not None else 0.0),
+        'server': peer.kind if peer is not None else '-',
+    }
+    if profiler:
+        out = io.BytesIO()
+        stats = pstats.Stats(profiler, stream=out)
+        stats.sort_stats('cumulative').print_stats(30)
+        stats.sort_stats('tottime').print_stats(25)
+        result['profile'] = out.getvalue().decode('utf-8', 'replace')
+    return result

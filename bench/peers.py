@@ -1,0 +1,251 @@
+"""Peer servers for the session bench, and their server-side request counters.
+
+Every server runs as a child process on a free port and is stopped by the
+bench.  ``counter()`` returns the number of commands the server has processed
+so far, read from the server's own statistics, so round trips per request are
+counted, not assumed.  ``Peer.calibrate()`` measures what reading the counter
+itself adds, and ``Peer.commands_between()`` subtracts it.
+"""
+from __future__ import print_function
+
+import os
+import socket
+import subprocess
+import time
+
+from pylons_tcjson_template.devtyrant.launcher import (
+    TyrantProcess, find_ttserver, free_port, wait_for_port)
+
+
+def which(name):
+    for directory in os.environ.get('PATH', '').split(os.pathsep):
+        path = os.path.join(directory, name)
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            return path
+    return None
+
+
+def _version(argv):
+    try:
+        out = subprocess.check_output(argv, stderr=subprocess.STDOUT)
+        return out.decode('utf-8', 'replace').strip().splitlines()[0]
+    except Exception as exc:          # binary missing or odd output
+        return 'unknown (%s)' % exc
+
+
+class Peer(object):
+    kind = None
+    binary = None
+
+    def __init__(self):
+        self.process = None
+        self.host = '127.0.0.1'
+        self.port = None
+        self.self_cost = 0
+
+    @property
+    def url(self):
+        return '%s:%d' % (self.host, self.port)
+
+    def available(self):
+        return which(self.binary) is not None
+
+    def missing_reason(self):
+        return '%s not on PATH' % self.binary
+
+    def start(self):
+        self.port = free_port()
+        devnull = open(os.devnull, 'wb')
+        self.process = subprocess.Popen(self.argv(), stdout=devnull,
+                                        stderr=subprocess.STDOUT,
+                                        close_fds=True)
+        if not wait_for_port(self.host, self.port, 15, self.process):
+            self.stop()
+            raise RuntimeError('%s did not start: %s'
+                               % (self.kind, ' '.join(self.argv())))
+        return self
+
+    def stop(self):
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            deadline = time.time() + 10
+            while self.process.poll() is None and time.time() < deadline:
+                time.sleep(0.02)
+            if self.process.poll() is None:
+                self.process.kill()
+                self.process.wait()
+
+    def calibrate(self):
+        """What two back-to-back counter reads differ by with no traffic."""
+        first = self.counter()
+        self.self_cost = self.counter() - first
+        return self.self_cost
+
+    def commands_between(self, before, after):
+        return after - before - self.self_cost
+
+    def counter(self):
+        raise NotImplementedError
+
+
+class Memcached(Peer):
+    kind = 'memcached'
+    binary = 'memcached'
+    COUNTED = ('cmd_get', 'cmd_set', 'cmd_touch', 'cmd_flush', 'delete_hits',
+               'delete_misses', 'incr_hits', 'incr_misses', 'decr_hits',
+               'decr_misses', 'cas_hits', 'cas_misses', 'cas_badval')
+
+    def argv(self):
+        argv = [which('memcached'), '-l', self.host, '-p', str(self.port),
+                '-U', '0', '-m', '256']
+        if os.getuid() == 0:              # memcached refuses root without -u
+            argv += ['-u', 'root']
+        return argv
+
+    def stats(self):
+        sock = socket.create_connection((self.host, self.port), 5)
+        try:
+            sock.sendall(b'stats\r\n')
+            data = b''
+            while not data.endswith(b'END\r\n'):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        finally:
+            sock.close()
+        stats = {}
+        for line in data.decode('ascii', 'replace').splitlines():
+            parts = line.split()
+            if len(parts) == 3 and parts[0] == 'STAT':
+                stats[parts[1]] = parts[2]
+        return stats
+
+    def counter(self):
+        stats = self.stats()
+        return sum(int(stats.get(name, 0)) for name in self.COUNTED)
+
+    def version(self):
+        return _version([which('memcached'), '-V'])
+
+
+class Redis(Peer):
+    kind = 'redis'
+    binary = 'redis-server'
+
+    def argv(self):
+        return [which('redis-server'), '--port', str(self.port),
+                '--bind', self.host, '--save', '', '--appendonly', 'no']
+
+    def _command(self, *args):
+        sock = socket.create_connection((self.host, self.port), 5)
+        try:
+            wire = '*%d\r\n' % len(args) + ''.join(
+                '$%d\r\n%s\r\n' % (len(a), a) for a in args)
+            sock.sendall(wire.encode('ascii'))
+            data = b''
+            while True:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+                if data.startswith(b'$'):
+                    head, _, rest = data.partition(b'\r\n')
+                    if len(rest) >= int(head[1:]) + 2:
+                        break
+                elif data.endswith(b'\r\n'):
+                    break
+        finally:
+            sock.close()
+        return data.decode('utf-8', 'replace')
+
+    def counter(self):
+        text = self._command('INFO', 'stats')
+        for line in text.splitlines():
+            if line.startswith('total_commands_processed:'):
+                return int(line.split(':', 1)[1])
+        raise RuntimeError('redis INFO without total_commands_processed')
+
+    def version(self):
+        return _version([which('redis-server'), '--version'])
+
+
+class Tyrant(Peer):
+    """tcjson-tyrant (forced) or ttserver, through the project's launcher."""
+
+    def __init__(self, real=False, dbpath='*'):
+        Peer.__init__(self)
+        self.real = real
+        self.dbpath = dbpath
+        self.server = None
+        self.kind = 'ttserver' if real else 'tcjson-tyrant'
+
+    def available(self):
+        return find_ttserver() is not None if self.real else True
+
+    def missing_reason(self):
+        return 'ttserver not on PATH (and $TCJSON_TTSERVER unset)'
+
+    def start(self):
+        ttserver = find_ttserver() if self.real else ''
+        self.server = TyrantProcess(self.dbpath, ttserver=ttserver).start()
+        self.host, self.port = self.server.host, self.server.port
+        self.process = self.server.process
+        return self
+
+    def stop(self):
+        if self.server is not None:
+            self.server.stop()
+
+    def stat(self):
+        import pytyrant
+        conn = pytyrant.Tyrant.open(self.host, self.port)
+        try:
+            text = conn.stat()
+        finally:
+            conn.close()
+        pairs = {}
+        for line in text.splitlines():
+            if '\t' in line:
+                name, value = line.split('\t', 1)
+                pairs[name] = value
+        return pairs
+
+    def counter(self):
+        return sum(int(value) for name, value in self.stat().items()
+                   if name.startswith('cnt_') and not name.endswith('_miss'))
+
+    def version(self):
+        if self.real:
+            return 'ttserver ' + self.stat().get('version', '?')
+        return 'tcjson-tyrant (protocol of ttserver %s)' % self.stat().get(
+            'version', '?')
+
+
+class ConnectCounter(object):
+    """Counts TCP connects made by this process (socket.connect patched)."""
+
+    def __init__(self):
+        self.count = 0
+        self._saved = None
+
+    def __enter__(self):
+        cls = socket._socketobject
+        self._saved = (cls.connect, cls.connect_ex)
+        original_connect, original_connect_ex = self._saved
+        counter = self
+
+        def connect(sock, address):
+            counter.count += 1
+            return original_connect(sock, address)
+
+        def connect_ex(sock, address):
+            counter.count += 1
+            return original_connect_ex(sock, address)
+
+        cls.connect, cls.connect_ex = connect, connect_ex
+        return self
+
+    def __exit__(self, *exc_info):
+        cls = socket._socketobject
+        cls.connect, cls.connect_ex = self._saved
