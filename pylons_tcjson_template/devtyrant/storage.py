@@ -22,27 +22,31 @@ class StoreError(Exception):
     """The database file cannot be opened or written."""
 
 
+_INT_MIN = -2 ** 31
+
+
 def add_int_to_value(old, num):
-    """addint on an existing value: Tokyo Cabinet adds to the value's first
-    four bytes read as a little-endian int and writes them back in place."""
+    """addint: a missing record starts at 0; an existing one must hold
+    exactly one native (little-endian) int, as Tokyo Cabinet demands, or the
+    call fails (total None).  Like tchdbaddint, a total of INT_MIN is
+    stored but reported as failure: that is the library's error value."""
     if old is None:
-        total = num
-        return total, _LE_INT.pack(total)
-    if len(old) < 4:
+        old = _LE_INT.pack(0)
+    if len(old) != _LE_INT.size:
         return None, old
-    total = _LE_INT.unpack_from(old)[0] + num
-    total = (total + 2 ** 31) % 2 ** 32 - 2 ** 31        # C int overflow
-    return total, _LE_INT.pack(total) + old[4:]
+    total = _LE_INT.unpack(old)[0] + num
+    total = (total - _INT_MIN) % 2 ** 32 + _INT_MIN       # C int overflow
+    return (None if total == _INT_MIN else total), _LE_INT.pack(total)
 
 
 def add_double_to_value(old, num):
-    """adddouble, likewise on the first eight bytes as a native double."""
+    """adddouble, likewise: the record must hold exactly one double."""
     if old is None:
         return num, _LE_DOUBLE.pack(num)
-    if len(old) < 8:
+    if len(old) != _LE_DOUBLE.size:
         return None, old
-    total = _LE_DOUBLE.unpack_from(old)[0] + num
-    return total, _LE_DOUBLE.pack(total) + old[8:]
+    total = _LE_DOUBLE.unpack(old)[0] + num
+    return total, _LE_DOUBLE.pack(total)
 
 
 class MemoryStore(object):
@@ -98,13 +102,19 @@ class MemoryStore(object):
         return True
 
     def _compact(self):
-        self._order = [k for k in self._order if k is not None]
+        old_order = self._order
+        self._order = [k for k in old_order if k is not None]
         self._index = dict((k, i) for i, k in enumerate(self._order))
-        self._iter_pos = None
+        if self._iter_pos is not None:
+            # Keep a running iteration where it was: count the live keys
+            # it has passed (clients often delete as they iterate).
+            passed = self._iter_pos
+            self._iter_pos = sum(1 for k in old_order[:passed] if k is not None)
 
     def addint(self, key, num):
-        total, value = add_int_to_value(self._data.get(key), num)
-        if total is not None:
+        old = self._data.get(key)
+        total, value = add_int_to_value(old, num)
+        if value is not old:
             self.put(key, value)
         return total
 
