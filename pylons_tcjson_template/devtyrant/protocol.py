@@ -90,6 +90,17 @@ class _Reader(object):
         size, = self.unpack(_U32)
         return self.take(size)
 
+    def sized_list(self, count):
+        """``count`` length-prefixed byte strings.  Each takes at least its
+        4-byte size, so a count the request limit cannot hold is refused at
+        once (and no list of ``count`` items is ever built up front)."""
+        if count > MAX_REQUEST // _U32.size:
+            raise BadRequest('list of %d items exceeds the request limit' % count)
+        items = []
+        while len(items) < count:
+            items.append(self.sized())
+        return items
+
 
 # Fixed headers after magic+command, by command.
 _H0 = struct.Struct('')
@@ -124,7 +135,7 @@ def _putshl(r):
 
 def _key_list(r):
     count, = r.unpack(_H1)
-    return ([r.sized() for _ in range(count)],)
+    return (r.sized_list(count),)
 
 
 def _fwmkeys(r):
@@ -152,7 +163,7 @@ def _ext(r):
 def _misc(r):
     nsiz, opts, count = r.unpack(_H3)
     name = r.take(nsiz)
-    return name, opts, [r.sized() for _ in range(count)]
+    return name, opts, r.sized_list(count)
 
 
 def _copy(r):

@@ -85,14 +85,15 @@ class TyrantServer(object):
         self.listener.setblocking(False)
         self.address = self.listener.getsockname()
         self.connections = {}
-        self.running = False
+        # Set by stop() (a signal handler) and never cleared: a signal that
+        # lands before serve_forever starts must still stop it.
+        self.stop_requested = False
 
     def serve_forever(self):
         poller = self.poller = _Poller()
         listen_fd = self.listener.fileno()
         poller.register(listen_fd, poller.IN)
-        self.running = True
-        while self.running:
+        while not self.stop_requested:
             try:
                 events = poller.poll(1.0)
             except (IOError, OSError, select.error) as exc:
@@ -115,7 +116,7 @@ class TyrantServer(object):
                     self._flush(conn)
 
     def stop(self):
-        self.running = False
+        self.stop_requested = True
 
     def close(self):
         """Close every socket, then sync and close the database."""
@@ -154,6 +155,10 @@ class TyrantServer(object):
             return
         conn.inbuf += data
         if not self._answer(conn):
+            # Hang up, but first try to send what the requests before the
+            # bad one earned (ttserver answers them in order, then closes).
+            if conn.outbuf:
+                self._flush(conn)
             self._close(conn)
             return
         if conn.outbuf:
@@ -234,6 +239,18 @@ def _parser():
 
 def main(argv=None):
     args = _parser().parse_args(argv)
+    # Handle SIGTERM/SIGINT from the start: the port accepts connections
+    # before serve_forever runs, and a signal in that gap (or while the
+    # database opens) must still end in a sync and exit status 0.
+    signals, servers = [], []
+
+    def shut_down(signum, frame):
+        signals.append(signum)
+        for running in servers:
+            running.stop()
+    signal.signal(signal.SIGTERM, shut_down)
+    signal.signal(signal.SIGINT, shut_down)
+
     try:
         store = open_store(args.dbpath)
     except StoreError as exc:
@@ -247,11 +264,9 @@ def main(argv=None):
         print('tcjson-tyrant: cannot listen on %s:%s: %s' % (args.host, args.port, reason),
               file=sys.stderr)
         return 1
-
-    def shut_down(signum, frame):
+    servers.append(server)
+    if signals:
         server.stop()
-    signal.signal(signal.SIGTERM, shut_down)
-    signal.signal(signal.SIGINT, shut_down)
 
     host, port = server.address
     print('tcjson-tyrant: listening on %s:%d, database %s (pid %d)'

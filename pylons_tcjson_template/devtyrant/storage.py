@@ -163,7 +163,9 @@ class MemoryStore(object):
 
 # ----------------------------------------------------------- Tokyo Cabinet
 
-_HDBOWRITER, _HDBOCREAT = 1 << 1, 1 << 2
+# tchdbopen modes; LCKNB: fail at once if another process holds the file
+# (a second server on the same .tch) instead of waiting for it forever.
+_HDBOWRITER, _HDBOCREAT, _HDBOLCKNB = 1 << 1, 1 << 2, 1 << 5
 _TC = None
 
 
@@ -226,7 +228,7 @@ class CabinetStore(object):
         self.path = path
         self._hdb = tc.tchdbnew()
         if not tc.tchdbopen(self._hdb, path.encode('utf-8') if not isinstance(path, bytes) else path,
-                            _HDBOWRITER | _HDBOCREAT):
+                            _HDBOWRITER | _HDBOCREAT | _HDBOLCKNB):
             message = self._error()
             tc.tchdbdel(self._hdb)
             self._hdb = None
