@@ -113,6 +113,7 @@ class TyrantUnavailable(TcjsonError):
                              'development.ini`' % (url, reason, host, port))
         self.url = url
         self.broken = broken     # the connection died (as opposed to: timed out)
+        self.from_idle = False   # ...and it had been idle in the pool
 
 
 # ---------------------------------------------------------------- JSON rules
@@ -333,24 +334,26 @@ class TyrantPool(object):
         """One round trip: a pytyrant Tyrant method name and its arguments.
         pytyrant.TyrantError is the server's "no" (missing key, putkeep on
         an existing key)."""
+        try:
+            return self._attempt(command, args)
+        except TyrantUnavailable as exc:
+            if not (exc.from_idle and exc.broken and command in _RESENDABLE):
+                raise
+        # An idle connection died under us (server restarted): its idle
+        # siblings are as dead, so drop them and resend once, fresh.
+        self.close()
+        return self._attempt(command, args)
+
+    def _attempt(self, command, args):
         conn, was_idle = self._checkout()
         try:
             result = getattr(conn.tyrant, command)(*args)
-        except TyrantUnavailable as exc:
-            self._checkin(conn, False)
-            if not (was_idle and exc.broken and command in _RESENDABLE):
-                raise
-            # An idle connection died under us (server restarted): its idle
-            # siblings are as dead, so drop them and resend once, fresh.
-            self.close()
-            conn, _ = self._checkout()
-            try:
-                result = getattr(conn.tyrant, command)(*args)
-            except BaseException:
-                self._checkin(conn, False)
-                raise
         except pytyrant.TyrantError:
             self._checkin(conn, command in _ONE_BYTE_FAILURE)
+            raise
+        except TyrantUnavailable as exc:
+            self._checkin(conn, False)
+            exc.from_idle = was_idle
             raise
         except BaseException:
             self._checkin(conn, False)                      # state unknown: drop it
