@@ -1,0 +1,219 @@
+"""The ``pylons_tcjson`` paster template.
+
+    paster create -t pylons_tcjson MyApp
+    paster create -t pylons_tcjson --no-interactive MyApp \\
+        tyrant_url=10.0.0.5:1978 session_timeout=7200
+
+Every variable is checked in `check_vars`, which PasteScript calls before a
+single file is written, so a typo never leaves half a project behind.  The
+Tyrant backend (``tcjson.py``) and the development server (``devtyrant/``)
+have one source, in this package; `post` copies them into the new project's
+``lib/`` so the project runs without this template package installed.
+"""
+from __future__ import absolute_import
+
+import binascii
+import distutils.sysconfig
+import imp
+import keyword
+import os
+import re
+import shutil
+import sys
+
+from paste.script.command import BadCommand
+from paste.script.templates import Template, var
+from paste.util.template import paste_script_template_renderer
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+BACKEND_SOURCE = os.path.join(HERE, 'tcjson.py')
+DEVTYRANT_SOURCE = os.path.join(HERE, 'devtyrant')
+
+# Names a generated package must not take: it would shadow what the
+# application itself imports.
+RESERVED_PACKAGES = frozenset("""
+    beaker formencode mako markupsafe nose paste pastedeploy pastescript
+    pkg_resources pylons pytyrant routes setuptools simplejson tempita
+    test tests webhelpers webob webtest weberror
+""".split())
+
+_HOST_RE = re.compile(r'^[A-Za-z0-9]([A-Za-z0-9.\-]*[A-Za-z0-9])?$|^\[[0-9A-Fa-f:.]+\]$')
+
+
+def new_secret(nbytes=24):
+    """A fresh random secret, hex encoded (48 characters by default)."""
+    return binascii.hexlify(os.urandom(nbytes)).decode('ascii')
+
+
+def split_url(url):
+    """'host:port' -> (host, port); BadCommand explains what is wrong."""
+    url = (url or '').strip()
+    if '://' in url:
+        raise BadCommand('tyrant_url %r: give host:port without a scheme, '
+                         'e.g. 127.0.0.1:1978' % url)
+    host, sep, port = url.rpartition(':')
+    if not sep or not host:
+        raise BadCommand('tyrant_url %r has no port: write host:port, '
+                         'e.g. 127.0.0.1:1978' % url)
+    if not _HOST_RE.match(host):
+        raise BadCommand('tyrant_url %r: %r is not a host name or address'
+                         % (url, host))
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise BadCommand('tyrant_url %r: port %r is not a number from 1 to '
+                         '65535' % (url, port))
+    return host, int(port)
+
+
+def positive_int(name, value, upper=None):
+    text = str(value).strip()
+    if not text.isdigit() or int(text) == 0:
+        raise BadCommand('%s %r: expected a whole number greater than 0'
+                         % (name, value))
+    if upper is not None and int(text) > upper:
+        raise BadCommand('%s %r: must not exceed %d' % (name, value, upper))
+    return int(text)
+
+
+def _shadows_stdlib(name):
+    if name in sys.builtin_module_names:
+        return True
+    stdlib = os.path.realpath(distutils.sysconfig.get_python_lib(standard_lib=True))
+    try:
+        handle, path, _ = imp.find_module(name, [stdlib, os.path.join(stdlib, 'lib-dynload')])
+    except ImportError:
+        return False
+    if handle:
+        handle.close()
+    return True
+
+
+def check_package_name(project, package):
+    if not package:
+        raise BadCommand('Project name %r gives no Python package name: use '
+                         'letters, digits and underscores, e.g. MyApp' % project)
+    if package[0].isdigit():
+        raise BadCommand('Project name %r gives the package name %r, which '
+                         'starts with a digit: Python cannot import it'
+                         % (project, package))
+    if keyword.iskeyword(package):
+        raise BadCommand('Project name %r gives the package name %r, a '
+                         'Python keyword: choose another name' % (project, package))
+    if package in RESERVED_PACKAGES or _shadows_stdlib(package):
+        raise BadCommand('Project name %r gives the package name %r, which '
+                         'would shadow a module the application needs: '
+                         'choose another name' % (project, package))
+
+
+class PylonsTcjsonTemplate(Template):
+    """Pylons 1.0 project with Beaker sessions as JSON in Tokyo Tyrant."""
+
+    _template_dir = 'template'
+    summary = 'Pylons 1.0 application, Beaker sessions as JSON in Tokyo Tyrant'
+    use_cheetah = False
+    # Files ending in _tmpl are Tempita templates ({{package}} etc.).
+    template_renderer = staticmethod(paste_script_template_renderer)
+    # Written to the project's paster_plugins.txt: `paster controller`,
+    # `paster serve` etc. come from these; the project's own commands
+    # (`paster tyrant`, `paster tcjson-purge`) come from its own egg-info.
+    egg_plugins = ['PasteScript', 'Pylons']
+
+    vars = [
+        var('tyrant_url', 'host:port of the Tokyo Tyrant server holding '
+            'the sessions', default='127.0.0.1:1978'),
+        var('session_prefix', 'Prefix of every session key in Tyrant '
+            '(default: <package>:session:)', default=''),
+        var('session_timeout', 'Seconds of inactivity before a session '
+            'expires', default='3600'),
+        var('http_port', 'Port `paster serve development.ini` listens on',
+            default='5000'),
+        var('template_engine', 'Template language (only mako is offered)',
+            default='mako'),
+        var('sqlalchemy', 'Not offered by this template: sessions need no '
+            'database (add SQLAlchemy yourself if the app needs one)',
+            default='false'),
+        var('description', 'One-line description of the project', default=''),
+        var('author', 'Author name', default=''),
+        var('author_email', 'Author email', default=''),
+        var('url', 'Project home page', default=''),
+        var('version', 'Version', default='0.1'),
+    ]
+
+    def check_vars(self, vars, cmd):
+        """Ask for / default the variables, then validate all of them.
+
+        PasteScript calls this before any file is written, so raising
+        BadCommand here leaves the disk untouched.
+        """
+        check_package_name(vars.get('project', ''), vars.get('package', ''))
+        converted = Template.check_vars(self, vars, cmd)
+        self.validate(converted)
+        vars.update(converted)
+        return converted
+
+    def validate(self, vars):
+        package = vars['package']
+        host, port = split_url(vars['tyrant_url'])
+        vars['tyrant_url'] = '%s:%d' % (host, port)
+        vars['tyrant_host'], vars['tyrant_port'] = host, port
+        prefix = (vars.get('session_prefix') or '').strip()
+        if not prefix:
+            prefix = '%s:session:' % package
+        if any(ch.isspace() for ch in prefix) or '%' in prefix:
+            raise BadCommand('session_prefix %r must not contain spaces or '
+                             '%%' % prefix)
+        vars['session_prefix'] = prefix
+        vars['session_timeout'] = positive_int('session_timeout',
+                                               vars['session_timeout'])
+        vars['http_port'] = positive_int('http_port', vars['http_port'], 65535)
+        engine = (vars.get('template_engine') or 'mako').strip().lower()
+        if engine != 'mako':
+            raise BadCommand('template_engine %r: this template ships Mako '
+                             'templates only (template_engine=mako)' % engine)
+        vars['template_engine'] = 'mako'
+        if str(vars.get('sqlalchemy', 'false')).strip().lower() in (
+                'true', 'yes', 'on', '1'):
+            raise BadCommand('sqlalchemy: this template does not set up '
+                             'SQLAlchemy; create the project without it and '
+                             'add a model yourself')
+        vars['sqlalchemy'] = False
+        for name in ('description', 'author', 'author_email', 'url'):
+            vars[name] = vars.get(name) or ''
+        vars['version'] = str(vars.get('version') or '0.1')
+        if not os.path.isfile(BACKEND_SOURCE):
+            raise BadCommand('%s is missing: this template package is '
+                             'incomplete' % BACKEND_SOURCE)
+        return vars
+
+    def pre(self, command, output_dir, vars):
+        package = vars['package']
+        vars['package_logger'] = 'app' if package == 'root' else package
+        vars['zip_safe'] = False
+        # One secret per generated project: development.ini and test.ini
+        # sign session cookies with it.  deployment.ini gets its own from
+        # `paster make-config`.
+        vars.setdefault('session_secret', new_secret())
+        vars.setdefault('app_instance_secret', new_secret())
+
+    def post(self, command, output_dir, vars):
+        """Copy the single-source modules into <package>/lib/."""
+        lib_dir = os.path.join(output_dir, vars['package'], 'lib')
+        copies = [(BACKEND_SOURCE, os.path.join(lib_dir, 'tcjson.py'))]
+        for root, dirs, files in os.walk(DEVTYRANT_SOURCE):
+            dirs[:] = [d for d in dirs if d != '__pycache__']
+            rel = os.path.relpath(root, DEVTYRANT_SOURCE)
+            for name in sorted(files):
+                if name.endswith(('.pyc', '.pyo')):
+                    continue
+                target = os.path.normpath(
+                    os.path.join(lib_dir, 'devtyrant', rel, name))
+                copies.append((os.path.join(root, name), target))
+        for source, target in copies:
+            if command.verbose:
+                print('  Copying %s to %s' % (
+                    os.path.relpath(source, HERE),
+                    os.path.relpath(target, output_dir)))
+            if command.simulate:
+                continue
+            if not os.path.isdir(os.path.dirname(target)):
+                os.makedirs(os.path.dirname(target))
+            shutil.copyfile(source, target)

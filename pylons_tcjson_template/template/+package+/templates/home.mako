@@ -1,0 +1,38 @@
+<%inherit file="/base.mako"/>
+<%def name="title()">Welcome</%def>
+
+<section class="hero">
+  <h1>Your Pylons application is running</h1>
+  <p class="lead">Its sessions are not pickles in files on this machine:
+  Beaker stores each one as a <strong>JSON document in Tokyo Tyrant</strong>,
+  where Java, Perl, Ruby or Node can read it with any Tyrant client and any
+  JSON parser.</p>
+  <p><a class="button" href="${h.url('session')}">Open the session sample &rarr;</a></p>
+</section>
+
+<section class="card">
+  <h2>Where the sessions go</h2>
+  <dl class="facts">
+    <dt>Tyrant server</dt><dd><code>${c.tyrant_url}</code></dd>
+    <dt>Key prefix</dt><dd><code>${c.session_prefix}</code></dd>
+    <dt>Expires after</dt><dd>${c.session_timeout} seconds without a visit</dd>
+  </dl>
+  <p>No server running yet? In the project directory:</p>
+  <pre>paster tyrant development.ini</pre>
+  <p>It runs <code>ttserver</code> when installed, otherwise the bundled
+  development server, on the address above, keeping the records in
+  <code>data/tyrant/sessions.tch</code> so they survive restarts.</p>
+</section>
+
+<section class="card">
+  <h2>Next steps</h2>
+  <ul>
+    <li>Controllers live in <code>controllers/</code>; add one with
+      <code>paster controller NAME</code>.</li>
+    <li>Templates are Mako files in <code>templates/</code>.</li>
+    <li>Remove expired sessions with
+      <code>paster tcjson-purge development.ini</code>.</li>
+    <li>Run the tests with <code>nosetests</code>: they start their own
+      Tyrant server.</li>
+  </ul>
+</section>

@@ -1,0 +1,101 @@
+<%inherit file="/base.mako"/>
+<%def name="title()">Session sample</%def>
+## Flash messages: stored in the session by one request, shown by the next.
+<%def name="flash()">
+  % for message in c.messages:
+  <p class="flash flash-${message.category}">${message}</p>
+  % endfor
+  % if c.logged_out:
+  <p class="flash flash-success">Logged out: the record
+    <code>${c.logged_out}</code> was deleted from Tyrant and the cookie
+    expired. This page started a brand-new session.</p>
+  % endif
+</%def>
+
+<h1>Session sample</h1>
+
+<div class="grid">
+  <section class="card counter">
+    <h2>Visits</h2>
+    <p class="big" id="visits">${c.visits}</p>
+    <p class="muted">This page adds 1 to <code>visits</code> on every view.
+      Restart the application: the count goes on, because it lives in
+      Tyrant, not in the process.</p>
+  </section>
+
+  <section class="card">
+    <h2>Your session</h2>
+    <dl class="facts">
+      <dt>Session id</dt><dd><code id="session-id">${c.session_id}</code></dd>
+      <dt>Tyrant key</dt><dd><code id="record-key">${c.record_key}</code></dd>
+    </dl>
+    <div class="actions">
+      <form method="post" action="${h.url('session_regenerate')}">
+        <button type="submit" id="regenerate">New session id</button>
+      </form>
+      <form method="post" action="${h.url('session_logout')}">
+        <button type="submit" class="danger" id="logout">Log out</button>
+      </form>
+    </div>
+    <p class="muted">&ldquo;New session id&rdquo; keeps every value under a
+      new key (do this at login, against session fixation).
+      &ldquo;Log out&rdquo; deletes the record itself.</p>
+  </section>
+</div>
+
+<section class="card">
+  <h2>Values</h2>
+  % if c.items:
+  <table class="values" id="values">
+    <thead><tr><th>Name</th><th>Value (as JSON)</th><th>JSON type</th><th></th></tr></thead>
+    <tbody>
+    % for key, value in c.items:
+      <tr>
+        <td><code>${key}</code></td>
+        <td><code>${h.as_json(value)}</code></td>
+        <td><span class="type type-${h.json_type(value)}">${h.json_type(value)}</span></td>
+        <td class="right">
+          <form method="post" action="${h.url('session_delete')}">
+            <input type="hidden" name="key" value="${key}">
+            <button type="submit" class="small">Delete</button>
+          </form>
+        </td>
+      </tr>
+    % endfor
+    </tbody>
+  </table>
+  % else:
+  <p class="muted" id="no-values">No values yet. Store one:</p>
+  % endif
+
+  <form method="post" action="${h.url('session_set')}" class="setform" id="set-form">
+    <label>Name <input type="text" name="key" id="key" required maxlength="64" placeholder="colour"></label>
+    <label>Value <input type="text" name="value" id="value" placeholder="blue, 42, true, [1, 2] ..."></label>
+    <label>Store as
+      <select name="kind" id="kind">
+        <option value="string">text (a JSON string)</option>
+        <option value="json">JSON (number, true, null, [..], {..})</option>
+      </select>
+    </label>
+    <button type="submit" id="store">Store</button>
+  </form>
+</section>
+
+<section class="card">
+  <h2>The record in Tyrant</h2>
+  <p class="muted">The bytes stored under <code>${c.record_key}</code> when
+    this request began &ndash; written by your previous request, so
+    <code>visits</code> is one behind: this visit is written when the
+    response starts.  Beaker adds <code>_creation_time</code>,
+    <code>_accessed_time</code>, <code>_domain</code> and <code>_path</code>;
+    the backend adds <code>_expires</code>.</p>
+  % if c.raw is None:
+  <pre id="raw">(no record yet: a new session is written at the end of its first request)</pre>
+  % else:
+  <pre id="raw">${c.raw}</pre>
+  <details>
+    <summary>Indented</summary>
+    <pre>${h.pretty_json(c.raw)}</pre>
+  </details>
+  % endif
+</section>
