@@ -101,6 +101,7 @@ class Backend(object):
     def middleware(self, app):
         self.tmp = tempfile.mkdtemp(prefix='sessbench-')
         config = {'session.key': 'bench_sid', 'session.secret': 's3cret',
+                  'session.timeout': '3600',
                   'session.data_dir': self.tmp,
                   'session.lock_dir': self.tmp + '/lock'}
         config.update(self.options())
@@ -233,8 +234,13 @@ def measure(backend, size, requests, warmup, profile=False):
     if int(body) != expected or not captured['status'].startswith('200'):
         raise RuntimeError('%s/%s: counter is %s, expected %d (session not '
                            'persisted?)' % (backend.name, size, body, expected))
+    raw_samples = list(samples)
     samples.sort()
     result = {
+        'samples': raw_samples, 'elapsed': elapsed,
+        'connects': connects.count,
+        'cmds': (peer.commands_between(before, after)
+                 if peer is not None else 0),
         'backend': backend.name, 'size': size, 'requests': requests,
         'median_us': percentile(samples, 0.5) * 1e6,
         'p99_us': percentile(samples, 0.99) * 1e6,
@@ -251,3 +257,25 @@ def measure(backend, size, requests, warmup, profile=False):
         stats.sort_stats('tottime').print_stats(25)
         result['profile'] = out.getvalue().decode('utf-8', 'replace')
     return result
+
+
+def aggregate(results):
+    """Merge the rounds of one backend and size into one row."""
+    first = results[0]
+    samples = sorted(s for r in results for s in r['samples'])
+    requests = sum(r['requests'] for r in results)
+    elapsed = sum(r['elapsed'] for r in results)
+    row = dict((k, first[k]) for k in ('backend', 'size', 'server'))
+    row.update({
+        'requests': requests, 'rounds': len(results),
+        'median_us': percentile(samples, 0.5) * 1e6,
+        'p99_us': percentile(samples, 0.99) * 1e6,
+        'rps': requests / elapsed,
+        'connects_per_req': sum(r['connects'] for r in results) / float(requests),
+        'cmds_per_req': sum(r['cmds'] for r in results) / float(requests),
+    })
+    row['round_trips_per_req'] = row['connects_per_req'] + row['cmds_per_req']
+    profiles = [r['profile'] for r in results if r.get('profile')]
+    if profiles:
+        row['profile'] = profiles[-1]
+    return row

@@ -1,0 +1,293 @@
+"""Part 2: the full stack -- an app under ``paster serve`` driven by wrk.
+
+`generated_app()` runs ``paster create -t pylons_tcjson`` into a temporary
+directory (the real template, as a user would), and `serve()` starts
+``paster serve`` (Paste's threaded HTTP server) on an ini derived from the
+generated development.ini: debug off, quiet logging, and either the
+template's ext:tcjson sessions or Beaker's memory sessions -- nothing else
+differs.  wrk replays one session cookie at 1 and at 16 connections.
+
+`mini_app_ini()` is the additional, NOT equivalent, comparison: a Pylons-less
+WSGI app (bench/mini_app.py) under the same paste HTTP server and the same
+SessionMiddleware options.
+"""
+from __future__ import print_function
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+try:
+    from urllib2 import Request, urlopen, HTTPError
+except ImportError:                      # pragma: no cover (py3)
+    from urllib.request import Request, urlopen
+    from urllib.error import HTTPError
+
+from pylons_tcjson_template.devtyrant.launcher import free_port, wait_for_port
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+VISIT_PATH = '/benchvisit/index'
+BIN = os.path.dirname(sys.executable)
+
+
+class Unavailable(Exception):
+    """This part cannot run here; the message says why."""
+
+
+def _run(argv, cwd, env=None):
+    proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    out = proc.communicate()[0].decode('utf-8', 'replace')
+    if proc.returncode:
+        raise Unavailable('%s failed (%d): %s' % (' '.join(argv),
+                                                  proc.returncode, out[-800:]))
+    return out
+
+
+def generated_app(workdir, tyrant_url):
+    """Create BenchApp from the pylons_tcjson template; return its dir."""
+    try:
+        import pylons_tcjson_template.template  # noqa: F401
+    except Exception as exc:
+        raise Unavailable('template not importable yet (%s)' % exc)
+    paster = os.path.join(BIN, 'paster')
+    _run([paster, 'create', '-t', 'pylons_tcjson', '--no-interactive',
+          'BenchApp', 'tyrant_url=%s' % tyrant_url], cwd=workdir)
+    appdir = os.path.join(workdir, 'BenchApp')
+    _run([sys.executable, 'setup.py', '-q', 'egg_info'], cwd=appdir)
+    with open(os.path.join(appdir, 'benchapp', 'controllers',
+                           'benchvisit.py'), 'w') as out:
+        out.write(VISIT_CONTROLLER)
+    return appdir
+
+
+# Added to the generated project by the bench (reached through the
+# template's generic /{controller}/{action} route): the visit counter alone,
+# without the sample page's tcjson-only extras, so that memory sessions can
+# run the very same code.
+VISIT_CONTROLLER = """from pylons import session
+
+from benchapp.lib.base import BaseController
+
+
+class BenchvisitController(BaseController):
+
+    def index(self):
+        session['visits'] = session.get('visits', 0) + 1
+        session.save()
+        return 'visits: %d' % session['visits']
+"""
+
+
+def derive_ini(source, target, port, session_type, url=None):
+    """Copy an ini with: debug off, WARN logging, port, session type."""
+    text = open(source).read()
+    text = re.sub(r'(?m)^debug\s*=.*$', 'debug = false', text)
+    text = re.sub(r'(?m)^#?\s*set debug\s*=.*$', 'set debug = false', text)
+    text = re.sub(r'(?m)^port\s*=.*$', 'port = %d' % port, text)
+    text = re.sub(r'(?m)^level\s*=\s*(DEBUG|INFO)\s*$', 'level = WARN', text)
+    text = re.sub(r'(?m)^beaker\.session\.type\s*=.*$',
+                  'beaker.session.type = %s' % session_type, text)
+    if url:
+        text = re.sub(r'(?m)^beaker\.session\.url\s*=.*$',
+                      'beaker.session.url = %s' % url, text)
+    with open(target, 'w') as out:
+        out.write(text)
+    return target
+
+
+MINI_INI = """[server:main]
+use = egg:Paste#http
+host = 127.0.0.1
+port = %(port)d
+
+[app:main]
+paste.app_factory = mini_app:make_app
+session_type = %(session_type)s
+session_url = %(url)s
+"""
+
+
+def mini_app_ini(workdir, port, session_type, url):
+    path = os.path.join(workdir, 'mini-%s.ini' % session_type.replace(':', '_'))
+    with open(path, 'w') as out:
+        out.write(MINI_INI % {'port': port, 'session_type': session_type,
+                              'url': url or ''})
+    return path
+
+
+class Served(object):
+    """``paster serve INI`` as a child process."""
+
+    def __init__(self, ini, port, pythonpath, log_path):
+        self.ini, self.port = ini, port
+        env = dict(os.environ)
+        env['PYTHONPATH'] = os.pathsep.join(
+            [p for p in pythonpath + [env.get('PYTHONPATH', '')] if p])
+        self.log = open(log_path, 'wb')
+        self.process = subprocess.Popen(
+            [os.path.join(BIN, 'paster'), 'serve', ini],
+            cwd=os.path.dirname(ini), env=env, stdout=self.log,
+            stderr=subprocess.STDOUT)
+        if not wait_for_port('127.0.0.1', port, 30, self.process):
+            self.stop()
+            raise Unavailable('paster serve %s did not start; see %s'
+                              % (ini, log_path))
+
+    def stop(self):
+        if self.process.poll() is None:
+            self.process.terminate()
+            deadline = time.time() + 10
+            while self.process.poll() is None and time.time() < deadline:
+                time.sleep(0.05)
+            if self.process.poll() is None:
+                self.process.kill()
+                self.process.wait()
+        self.log.close()
+
+
+def session_cookie(url, cookie_name):
+    """GET url once, return 'name=value' of the session cookie it sets."""
+    try:
+        response = urlopen(Request(url), timeout=10)
+    except HTTPError as exc:
+        raise Unavailable('GET %s: HTTP %s: %s' % (url, exc.code,
+                                                   exc.read()[:300]))
+    for header in response.info().getallmatchingheaders('set-cookie'):
+        value = header.split(':', 1)[1].strip()
+        if value.startswith(cookie_name + '='):
+            return value.split(';', 1)[0]
+    raise Unavailable('GET %s set no %s cookie' % (url, cookie_name))
+
+
+def check_session_sticks(url, cookie):
+    """Two GETs with the cookie: the page must change (a visit counter)."""
+    bodies = []
+    for _ in range(2):
+        request = Request(url, headers={'Cookie': cookie})
+        bodies.append(urlopen(request, timeout=10).read())
+    return bodies[0] != bodies[1]
+
+
+_UNITS = {'us': 1.0, 'ms': 1e3, 's': 1e6}
+
+
+def _to_us(text):
+    match = re.match(r'([\d.]+)(us|ms|s)$', text.strip())
+    return float(match.group(1)) * _UNITS[match.group(2)] if match else None
+
+
+def wrk(url, cookie, connections, seconds):
+    threads = min(connections, 2)
+    argv = ['wrk', '-t%d' % threads, '-c%d' % connections,
+            '-d%ds' % seconds, '--latency', '-H', 'Cookie: ' + cookie, url]
+    out = subprocess.check_output(argv).decode('utf-8', 'replace')
+    result = {'connections': connections, 'seconds': seconds, 'raw': out}
+    match = re.search(r'Requests/sec:\s*([\d.]+)', out)
+    result['rps'] = float(match.group(1)) if match else float('nan')
+    for pct in ('50', '99'):
+        match = re.search(r'^\s*%s(?:\.000)?%%\s+(\S+)' % pct, out, re.M)
+        result['p%s_us' % pct] = _to_us(match.group(1)) if match else None
+    match = re.search(r'Non-2xx or 3xx responses:\s*(\d+)', out)
+    result['non2xx'] = int(match.group(1)) if match else 0
+    match = re.search(r'Socket errors:.*', out)
+    result['socket_errors'] = match.group(0) if match else ''
+    match = re.search(r'(\d+) requests in', out)
+    result['requests'] = int(match.group(1)) if match else 0
+    return result
+
+
+def run_one(label, ini, port, path, cookie_name, pythonpath, workdir,
+            connections, seconds, progress, counter=None):
+    """wrk rows for one served ini.  `counter` (the Tyrant peer when the
+    sessions live there) gives server-side commands per request."""
+    served = Served(ini, port, pythonpath, os.path.join(
+        workdir, 'serve-%s.log' % re.sub(r'\W+', '_', label)))
+    rows = []
+    try:
+        url = 'http://127.0.0.1:%d%s' % (port, path)
+        cookie = session_cookie(url, cookie_name)
+        if not check_session_sticks(url, cookie):
+            raise Unavailable('%s: page did not change between two requests '
+                              'with the session cookie' % label)
+        wrk(url, cookie, 1, 1)                   # warm-up
+        for conns in connections:
+            before = counter.counter() if counter else None
+            result = wrk(url, cookie, conns, seconds)
+            if counter and result['requests']:
+                # wrk counts completed responses; requests cut off at the
+                # end of the run add a little.
+                result['cmds_per_req'] = counter.commands_between(
+                    before, counter.counter()) / float(result['requests'])
+            else:
+                result['cmds_per_req'] = None
+            result['label'] = label
+            progress('  full stack %-42s c=%-3d %8.1f req/s  p50 %s us  '
+                     'non-2xx %d' % (label, conns, result['rps'],
+                                     '%.0f' % result['p50_us']
+                                     if result['p50_us'] else '?',
+                                     result['non2xx']))
+            rows.append(result)
+    finally:
+        served.stop()
+    return rows
+
+
+def run(tyrant, connections, seconds, progress, mini=True):
+    """All full-stack rows; a dict with 'rows' and 'notes'.  `tyrant` is
+    the running Tyrant peer (url, and counters for round trips)."""
+    tyrant_url = tyrant.url
+    workdir = tempfile.mkdtemp(prefix='sessbench-full-')
+    rows, notes = [], []
+    try:
+        try:
+            appdir = generated_app(workdir, tyrant_url)
+            source = os.path.join(appdir, 'development.ini')
+            inis = {}
+            for session_type in ('ext:tcjson', 'memory'):
+                port = free_port()
+                inis[session_type] = (derive_ini(source, os.path.join(
+                    appdir, 'bench-%s.ini' % session_type.replace(':', '_')),
+                    port, session_type), port)
+            for session_type in ('ext:tcjson', 'memory'):
+                ini, port = inis[session_type]
+                rows += run_one(
+                    'generated app %s, %s' % (VISIT_PATH, session_type), ini,
+                    port, VISIT_PATH, 'benchapp', [appdir], workdir,
+                    connections, seconds, progress,
+                    tyrant if session_type == 'ext:tcjson' else None)
+            ini, port = inis['ext:tcjson']
+            rows += run_one('generated app /session sample page, ext:tcjson',
+                            ini, port, '/session', 'benchapp', [appdir],
+                            workdir, connections, seconds, progress, tyrant)
+            notes.append('%s is a 4-line controller the bench adds to the '
+                         'generated project (visit counter only); the '
+                         "template's /session sample page also persists "
+                         'early, reads the raw record back and renders Mako, '
+                         'and needs ext:tcjson (it calls tcjson.raw_record), '
+                         'so it has no memory row.' % VISIT_PATH)
+        except Unavailable as exc:
+            notes.append('generated app: NOT MEASURED: %s' % exc)
+            progress('  full stack (generated app) not measured: %s' % exc)
+        if mini:
+            for session_type in ('ext:tcjson', 'memory'):
+                port = free_port()
+                ini = mini_app_ini(workdir, port, session_type, tyrant_url)
+                try:
+                    rows += run_one(
+                        'mini WSGI app (not Pylons), %s' % session_type, ini,
+                        port, '/', 'bench_sid', [HERE], workdir, connections,
+                        seconds, progress,
+                        tyrant if session_type == 'ext:tcjson' else None)
+                except Unavailable as exc:
+                    notes.append('mini app %s: NOT MEASURED: %s'
+                                 % (session_type, exc))
+                    progress('  mini app %s not measured: %s'
+                             % (session_type, exc))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return {'rows': rows, 'notes': notes}
