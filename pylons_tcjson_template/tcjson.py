@@ -254,22 +254,22 @@ class _Tyrant(pytyrant.Tyrant):
         raise TcjsonError('vanish/copy/restore use pre-1.1.23 codes; never sent')
     copy = restore = vanish
 
-    def probe(self, prefixes):
-        """Pipelined fwmkeys(p, 1) per prefix: which prefixes have keys."""
-        for prefix in prefixes:
-            pytyrant.socksend(self.sock, pytyrant._t1M(pytyrant.C.fwmkeys, prefix, 1))
-        found = []
-        for prefix in prefixes:
-            pytyrant.socksuccess(self.sock)
-            count = pytyrant.socklen(self.sock)
-            for _ in xrange(count):
-                pytyrant.sockstr(self.sock)
-            found.append(count > 0)
-        return found
+    def next_keys(self, count):
+        """Up to `count` iternext answers in one pipelined round trip."""
+        for _ in xrange(count):
+            pytyrant.socksend(self.sock, pytyrant._t0(pytyrant.C.iternext))
+        keys = []
+        for _ in xrange(count):
+            try:
+                pytyrant.socksuccess(self.sock)
+                keys.append(pytyrant.sockstr(self.sock))
+            except pytyrant.TyrantError:
+                pass                                  # the end: one status byte each
+        return keys
 
 
 # Safe to send twice: same effect (out's second answer is only "missing").
-_RESENDABLE = frozenset(['get', 'mget', 'vsiz', 'fwmkeys', 'probe', 'put', 'out',
+_RESENDABLE = frozenset(['get', 'mget', 'vsiz', 'fwmkeys', 'put', 'out',
                          'misc', 'stat', 'rnum'])
 # A failure answer of these is the single status byte: connection stays usable.
 _ONE_BYTE_FAILURE = frozenset(['get', 'vsiz', 'put', 'putkeep', 'out'])
@@ -676,26 +676,20 @@ def _expired(raw, now, max_age):
 
 
 def _key_batches(pool, prefix, batch_size):
-    """Yield every key under `prefix` once, in lists of <= batch_size.
+    """Yield the keys under `prefix` in lists of <= batch_size.
 
-    fwmkeys cannot resume where it stopped, so a prefix holding more than
-    batch_size keys is split by its next byte; one pipelined round trip
-    finds the non-empty ones.  Memory stays O(batch_size) at any size."""
-    pending, batch = [prefix], []
-    while pending:
-        current = pending.pop()
-        keys = pool.request('fwmkeys', current, batch_size + 1)
-        if len(keys) > batch_size:
-            keys = [current]                       # the key equal to it, if any
-            children = [current + chr(byte) for byte in xrange(256)]
-            found = pool.request('probe', children)
-            pending.extend(c for c, hit in reversed(zip(children, found)) if hit)
-        batch.extend(keys)
-        if len(batch) >= batch_size:
-            yield batch[:batch_size]
-            batch = batch[batch_size:]
-    if batch:
-        yield batch
+    A hash database's fwmkeys scans every record per call, so walking by
+    prefixes costs O(records x calls); iterating costs one pass.  Tyrant's
+    iterator is one per server (run one purge at a time) and survives
+    deletes.  Memory stays O(batch_size) at any database size."""
+    pool.request('iterinit')
+    while True:
+        keys = pool.request('next_keys', batch_size)
+        batch = [key for key in keys if key.startswith(prefix)]
+        if batch:
+            yield batch
+        if len(keys) < batch_size:
+            return
 
 
 def purge_expired(url, prefix=DEFAULT_PREFIX, batch_size=500, progress=None,
@@ -705,7 +699,8 @@ def purge_expired(url, prefix=DEFAULT_PREFIX, batch_size=500, progress=None,
     ``{'scanned', 'deleted', 'batches'}``, also passed to `progress`
     after each batch.
 
-    A record is deleted only if a re-read just before the delete returns
+    Every record of the server is visited once (one round trip per
+    batch_size keys); only those under `prefix` are read.  A record is deleted only if a re-read just before the delete returns
     the bytes judged expired; a session saved in the one round trip
     between that re-read and the delete is lost (the user is logged out).
     Beaker never rewrites an expired session (it starts a new id), so only
