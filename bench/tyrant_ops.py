@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Operations per second of tcjson-tyrant (and ttserver, where installed).
 
-    .venv/bin/python bench/tyrant_ops.py                  # about 3 s per case
+    .venv/bin/python bench/tyrant_ops.py                  # 3 runs of 1 s per case
     .venv/bin/python bench/tyrant_ops.py --seconds 0.2 --clients 1,2
 
 For each server (tcjson-tyrant; ttserver too when one is on PATH or named by
@@ -9,8 +9,10 @@ $TCJSON_TTSERVER), each database (in memory ``*`` and a fresh ``.tch`` file
 in a temporary directory) and each client count, the clients run together
 for --seconds: every client has its own connection and repeats put(key,
 value) then get(key) on keys of its own, checking each answer.  One
-operation is one request answered; the figure is all clients' operations
-divided by the wall time of the run.
+operation is one request answered; a run's figure is all clients'
+operations divided by its wall time.  Each case runs --repeat times (on a
+small shared machine single runs vary a lot): the median is printed, with
+the lowest and highest.
 
 Clients are separate processes by default, so that the client side of a
 single Python process (the GIL) does not set the pace; --mode threads runs
@@ -118,8 +120,10 @@ def servers_to_try():
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--seconds', type=float, default=3.0,
-                        help='how long each case runs (default 3)')
+    parser.add_argument('--seconds', type=float, default=1.0,
+                        help='how long each run of a case lasts (default 1)')
+    parser.add_argument('--repeat', type=int, default=3,
+                        help='runs per case; the median is shown (default 3)')
     parser.add_argument('--clients', default='1,8',
                         help='comma-separated client counts (default 1,8)')
     parser.add_argument('--mode', choices=['processes', 'threads'], default='processes',
@@ -133,8 +137,8 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     args.clients = [int(n) for n in args.clients.split(',') if n.strip()]
     args.dbs = [d.strip() for d in args.db.split(',') if d.strip()]
-    if not args.clients or min(args.clients) < 1 or args.keys < 1:
-        parser.error('need at least one client and one key')
+    if not args.clients or min(args.clients) < 1 or args.keys < 1 or args.repeat < 1:
+        parser.error('need at least one client, one key and one run')
     if set(args.dbs) - set(['*', 'tch']):
         parser.error('--db takes * and tch')
     return args
@@ -143,9 +147,9 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     print('tyrant_ops: put+get on 127.0.0.1, %s-byte values, %d keys per client, '
-          '%.1f s per case; clients are %s, each with its own connection; '
-          'one op = one request answered'
-          % (args.value_size, args.keys, args.seconds, args.mode))
+          '%d runs of %.1f s per case; clients are %s, each with its own '
+          'connection; one op = one request answered'
+          % (args.value_size, args.keys, args.repeat, args.seconds, args.mode))
     print('python %s on %s, %d CPUs'
           % (platform.python_version(), platform.platform(), multiprocessing.cpu_count()))
     workdir = tempfile.mkdtemp(prefix='tyrant-ops-')
@@ -156,9 +160,11 @@ def main(argv=None):
                 label = 'memory' if db == '*' else '.tch'
                 with TyrantProcess(dbpath, ttserver=ttserver) as server:
                     for clients in args.clients:
-                        rate = measure(server, clients, args)
-                        print('%-14s %-7s %2d client%s  %10.0f ops/s'
-                              % (name, label, clients, ' ' if clients == 1 else 's', rate))
+                        rates = sorted(measure(server, clients, args)
+                                       for _ in range(args.repeat))
+                        print('%-14s %-7s %2d client%s  %10.0f ops/s  (%.0f-%.0f)'
+                              % (name, label, clients, ' ' if clients == 1 else 's',
+                                 rates[len(rates) // 2], rates[0], rates[-1]))
                         sys.stdout.flush()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -12,7 +12,7 @@ import pytest
 SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                       'bench', 'tyrant_ops.py')
 FIGURE = re.compile(r'^(tcjson-tyrant|ttserver)\s+(memory|\.tch)\s+(\d+) clients?\s+'
-                    r'(\d+) ops/s$', re.M)
+                    r'(\d+) ops/s  \((\d+)-(\d+)\)$', re.M)
 
 
 def run_bench(*args):
@@ -26,13 +26,13 @@ def run_bench(*args):
 
 @pytest.mark.parametrize('mode', ['processes', 'threads'])
 def test_prints_a_figure_per_case(mode):
-    out = run_bench('--seconds', '0.2', '--clients', '1,2', '--keys', '10',
-                    '--mode', mode)
+    out = run_bench('--seconds', '0.2', '--repeat', '1', '--clients', '1,2',
+                    '--keys', '10', '--mode', mode)
     assert 'clients are %s' % mode in out
     figures = FIGURE.findall(out)
-    cases = set((db, clients) for _, db, clients, _ in figures)
+    cases = set((db, clients) for _, db, clients, _, _, _ in figures)
     assert cases == set([('memory', '1'), ('memory', '2'), ('.tch', '1'), ('.tch', '2')])
-    assert all(int(rate) > 0 for _, _, _, rate in figures)
+    assert all(int(rate) > 0 for _, _, _, rate, _, _ in figures)
 
 
 def test_rejects_bad_arguments():
