@@ -101,9 +101,7 @@ class Backend(object):
     def middleware(self, app):
         self.tmp = tempfile.mkdtemp(prefix='sessbench-')
         config = {'session.key': 'bench_sid', 'session.secret': 's3cret',
-                  'session.timeout': '3600',
-                  'session.data_dir': self.tmp,
-                  'session.lock_dir': self.tmp + '/lock'}
+                  'session.timeout': '3600'}
         config.update(self.options())
         return SessionMiddleware(app, config, **self.kwargs())
 
@@ -117,9 +115,30 @@ class Memory(Backend):
         return {'session.type': 'memory'}
 
 
+class MemoryJSON(Backend):
+    """memory with tcjson's JSONSerializer: separates serializer cost
+    from backend cost (not a target row)."""
+
+    def prepare(self):
+        try:
+            from pylons_tcjson_template import tcjson
+        except ImportError as exc:
+            self.skip_reason = 'tcjson not importable (%s)' % exc
+            return False
+        self.module = tcjson
+        return True
+
+    def options(self):
+        return {'session.type': 'memory'}
+
+    def kwargs(self):
+        return {'data_serializer': self.module.JSONSerializer()}
+
+
 class File(Backend):
     def options(self):
-        return {'session.type': 'file'}
+        return {'session.type': 'file', 'session.data_dir': self.tmp,
+                'session.lock_dir': self.tmp + '/lock'}
 
 
 class MemcachedBackend(Backend):
@@ -179,7 +198,9 @@ class Baseline2009(Backend):
         return Backend.prepare(self)
 
     def options(self):
-        return {'session.type': 'ext:tcjson2009', 'session.url': self.peer.url}
+        # The 2009 manager needs data_dir (Pylons always passed cache_dir).
+        return {'session.type': 'ext:tcjson2009', 'session.url': self.peer.url,
+                'session.data_dir': self.tmp}
 
 
 def percentile(sorted_values, fraction):
@@ -279,3 +300,48 @@ def aggregate(results):
     if profiles:
         row['profile'] = profiles[-1]
     return row
+
+
+def roundtrip_latency(tyrant, memcached, redis_peer, count=2000):
+    """Median microseconds of one bare get and one bare put/set per client, same
+    value sizes as the sessions: splits server + wire time from the
+    client-side work that the session rows add on top."""
+    rows = []
+
+    def median_us(call):
+        samples = []
+        for _ in range(count):
+            t0 = timer()
+            call()
+            samples.append(timer() - t0)
+        samples.sort()
+        return percentile(samples, 0.5) * 1e6
+
+    values = dict((size, json.dumps(PAYLOADS[size]()).encode('utf-8'))
+                  for size in PAYLOADS)
+    clients = []
+    if tyrant is not None and tyrant.process is not None:
+        try:
+            from pylons_tcjson_template import tcjson
+            pool = tcjson.get_pool(tyrant.url)
+            clients.append(('tcjson pool -> %s' % tyrant.kind,
+                            lambda k: pool.request('get', k),
+                            lambda k, v: pool.request('put', k, v)))
+        except ImportError:
+            pass
+    if memcached is not None and memcached.process is not None:
+        import memcache
+        mc = memcache.Client([memcached.url])
+        clients.append(('python-memcached -> memcached', mc.get, mc.set))
+    if redis_peer is not None and redis_peer.process is not None:
+        import redis
+        rc = redis.StrictRedis(host=redis_peer.host, port=redis_peer.port)
+        clients.append(('redis-py -> redis', rc.get, rc.set))
+    for name, get, put in clients:
+        for size in ('small', 'large'):
+            key, value = 'rtt-probe-%s' % size, values[size]
+            put(key, value)
+            rows.append({'client': name, 'size': size, 'bytes': len(value),
+                         'get_us': median_us(lambda: get(key)),
+                         'put_us': median_us(lambda: put(key, value))})
+    return rows

@@ -51,6 +51,7 @@ BASELINE = 'tcjson 2009'
 MEMCACHED = 'ext:memcached'
 REDIS = 'ext:redis'
 MEMORY = 'memory'
+MEMORY_JSON = 'memory + JSONSerializer'
 FILE = 'file'
 
 
@@ -121,6 +122,7 @@ def build_backends(started):
     ttserver = peers.Tyrant(real=True)
     backends = [
         inproc.Memory(MEMORY),
+        inproc.MemoryJSON(MEMORY_JSON),
         inproc.File(FILE),
         inproc.MemcachedBackend(MEMCACHED, memcached),
         inproc.RedisBackend(REDIS, redis),
@@ -189,7 +191,12 @@ def run_inproc(backends, args):
             row['overhead_us'] = (row['median_us'] - memory['median_us']
                                   if memory else None)
         rows.extend(size_rows)
-    return {'rows': rows, 'notes': notes}
+    progress('  bare client round trips (get / put medians)')
+    peer_of = dict((b.name, b.peer) for b in active if b.peer is not None)
+    rtt = inproc.roundtrip_latency(peer_of.get(TCJSON), peer_of.get(MEMCACHED),
+                                   peer_of.get(REDIS),
+                                   count=300 if args.quick else 2000)
+    return {'rows': rows, 'notes': notes, 'rtt': rtt}
 
 
 # ------------------------------------------------------------------ targets
@@ -306,6 +313,15 @@ def report(args, info, part1, part2, part3, verdicts, elapsed):
             _fmt(row['overhead_us'], '%.1f')))
     for note in part1['notes']:
         lines.append('- ' + note)
+    if part1.get('rtt'):
+        lines += ['', 'Bare client round trips, no Beaker (the server + wire '
+                  'share of the rows above):', '',
+                  '| client -> server | value | get median µs | put/set median µs |',
+                  '|---|---:|---:|---:|']
+        for row in part1['rtt']:
+            lines.append('| %s | %s, %d B | %.1f | %.1f |' % (
+                row['client'], row['size'], row['bytes'], row['get_us'],
+                row['put_us']))
     lines += ['', '## 2. Full stack: paster serve (threaded) + wrk, one session cookie', '',
               '%d s per row.' % args.seconds, '',
               '| app / sessions | connections | req/s | p50 µs | p99 µs | requests | non-2xx | Tyrant commands/req |',
