@@ -236,6 +236,7 @@ def measure(backend, size, requests, warmup, profile=False):
 
     peer = backend.peer
     before = peer.counter() if peer is not None else None
+    cpu_before = peer.cpu() if peer is not None else None
     samples = []
     profiler = cProfile.Profile() if profile else None
     with peers.ConnectCounter() as connects:
@@ -249,6 +250,7 @@ def measure(backend, size, requests, warmup, profile=False):
         elapsed = timer() - started
         if profiler:
             profiler.disable()
+    cpu_after = peer.cpu() if peer is not None else None
     after = peer.counter() if peer is not None else None
 
     expected = 1 + warmup + requests
@@ -260,6 +262,7 @@ def measure(backend, size, requests, warmup, profile=False):
     result = {
         'samples': raw_samples, 'elapsed': elapsed,
         'connects': connects.count,
+        'server_cpu': (cpu_after - cpu_before) if peer is not None else None,
         'cmds': (peer.commands_between(before, after)
                  if peer is not None else 0),
         'backend': backend.name, 'size': size, 'requests': requests,
@@ -296,6 +299,9 @@ def aggregate(results):
         'cmds_per_req': sum(r['cmds'] for r in results) / float(requests),
     })
     row['round_trips_per_req'] = row['connects_per_req'] + row['cmds_per_req']
+    cpu = [r['server_cpu'] for r in results if r.get('server_cpu') is not None]
+    row['server_cpu_us'] = (sum(cpu) / float(requests) * 1e6
+                            if len(cpu) == len(results) else None)
     profiles = [r['profile'] for r in results if r.get('profile')]
     if profiles:
         row['profile'] = profiles[-1]

@@ -87,6 +87,10 @@ class Peer(object):
     def counter(self):
         raise NotImplementedError
 
+    def cpu(self):
+        """CPU seconds (user + system) the server process has used."""
+        raise NotImplementedError
+
 
 class Memcached(Peer):
     kind = 'memcached'
@@ -124,6 +128,10 @@ class Memcached(Peer):
     def counter(self):
         stats = self.stats()
         return sum(int(stats.get(name, 0)) for name in self.COUNTED)
+
+    def cpu(self):
+        stats = self.stats()
+        return float(stats['rusage_user']) + float(stats['rusage_system'])
 
     def version(self):
         return _version([which('memcached'), '-V'])
@@ -165,6 +173,16 @@ class Redis(Peer):
             if line.startswith('total_commands_processed:'):
                 return int(line.split(':', 1)[1])
         raise RuntimeError('redis INFO without total_commands_processed')
+
+    def cpu(self):
+        values = {}
+        for line in self._command('INFO', 'cpu').splitlines():
+            if ':' in line:
+                name, value = line.split(':', 1)
+                values[name] = value.strip()
+        # main thread only would be used_cpu_*_main_thread; the server total
+        # is what a deployment pays.
+        return float(values['used_cpu_user']) + float(values['used_cpu_sys'])
 
     def version(self):
         return _version([which('redis-server'), '--version'])
@@ -214,6 +232,10 @@ class Tyrant(Peer):
     def counter(self):
         return sum(int(value) for name, value in self.stat().items()
                    if name.startswith('cnt_') and not name.endswith('_miss'))
+
+    def cpu(self):
+        pairs = self.stat()
+        return float(pairs['ru_user']) + float(pairs['ru_sys'])
 
     def version(self):
         if self.real:

@@ -299,18 +299,21 @@ def report(args, info, part1, part2, part3, verdicts, elapsed):
               'interleaved within each round.  Beaker %s serializer for peers '
               '(its default, pickle), tcjson.JSONSerializer for ext:tcjson.  '
               'Large session: %d bytes of JSON.  Round trips = server-side '
-              'counted commands + TCP connects by this process.' % (
+              'counted commands + TCP connects by this process.  Server CPU = '
+              'the server process\'s own user+sys time (its rusage counters) '
+              'per request.' % (
                   args.rounds, args.requests, args.warmup, 'default',
                   inproc.payload_json_size('large')), '',
               '| backend | server | size | median µs | p99 µs | req/s | '
-              'round trips/req (cmds + connects) | overhead over memory µs |',
-              '|---|---|---|---:|---:|---:|---:|---:|']
+              'round trips/req (cmds + connects) | overhead over memory µs | '
+              'server CPU µs/req |',
+              '|---|---|---|---:|---:|---:|---:|---:|---:|']
     for row in part1['rows']:
-        lines.append('| %s | %s | %s | %.1f | %.1f | %.0f | %.2f (%.2f + %.2f) | %s |' % (
+        lines.append('| %s | %s | %s | %.1f | %.1f | %.0f | %.2f (%.2f + %.2f) | %s | %s |' % (
             row['backend'], row['server'], row['size'], row['median_us'],
             row['p99_us'], row['rps'], row['round_trips_per_req'],
             row['cmds_per_req'], row['connects_per_req'],
-            _fmt(row['overhead_us'], '%.1f')))
+            _fmt(row['overhead_us'], '%.1f'), _fmt(row['server_cpu_us'], '%.1f')))
     for note in part1['notes']:
         lines.append('- ' + note)
     if part1.get('rtt'):
