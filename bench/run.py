@@ -129,8 +129,9 @@ def build_backends(started):
         inproc.OursBackend(TCJSON, tyrant),
         inproc.Baseline2009(BASELINE, tyrant),
     ]
-    if ttserver.available():
-        backends.insert(5, inproc.OursBackend(TCJSON_TT, ttserver))
+    # Always listed: without ttserver on PATH the row is skipped with that
+    # reason in the report.
+    backends.insert(5, inproc.OursBackend(TCJSON_TT, ttserver))
     usable = []
     for backend in backends:
         if not backend.prepare():
@@ -235,6 +236,16 @@ def targets(part1, part2, part3):
                   'met' if all(verdicts) else 'MISSED')
         add("tcjson overhead over memory <= %s x %s's" % (factor, label),
             status, '; '.join(details))
+
+    details = []
+    for size in ('small', 'large'):
+        ours, mem_json = _find(part1, TCJSON, size), _find(part1, MEMORY_JSON, size)
+        if ours and mem_json:
+            details.append('%s: %.0f us' % (size, ours['median_us'] - mem_json['median_us']))
+    if details:
+        add('(info) tcjson overhead over memory + the same JSONSerializer',
+            'info', '; '.join(details) + ' -- the backend alone, serializer '
+            'cost taken out')
 
     trips = [(size, _find(part1, TCJSON, size)) for size in ('small', 'large')]
     if all(row for _, row in trips):
@@ -345,6 +356,10 @@ def report(args, info, part1, part2, part3, verdicts, elapsed):
             row['records'], row['expired'], row['load_s'], row['purge_s'],
             row['vmhwm_kb'], row['ru_maxrss_kb'], row['start_rss_kb'],
             row['remaining'], row['expected_remaining'], row['db_bytes']))
+    if part3['rows']:
+        lines.append('- Peak memory is VmHWM of the purge process.  ru_maxrss '
+                     'is shown for completeness but on Linux it survives exec, '
+                     'so it carries the bench parent\'s size at fork.')
     for note in part3['notes']:
         lines.append('- ' + note)
     lines += ['', '## Targets', '', '| target | status | detail |', '|---|---|---|']
