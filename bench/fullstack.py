@@ -218,6 +218,13 @@ def run_one(label, ini, port, path, cookie_name, pythonpath, workdir,
         for conns in connections:
             before = counter.counter() if counter else None
             result = wrk(url, cookie, conns, seconds)
+            if not result['requests']:
+                # Seen once in a 1 s quick run: wrk finished without a
+                # response.  Show its output and measure again.
+                progress('  wrk gave no requests; its output:\n%s\n  '
+                         'running it again' % result['raw'])
+                before = counter.counter() if counter else None
+                result = wrk(url, cookie, conns, seconds)
             if counter and result['requests']:
                 # wrk counts completed responses; requests cut off at the
                 # end of the run add a little.

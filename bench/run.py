@@ -265,7 +265,7 @@ def targets(part1, part2, part3):
                 and r['label'].endswith('ext:tcjson')]
         mem = [r for r in gen if r['connections'] == conns
                and r['label'].endswith('memory')]
-        if ours and mem:
+        if ours and mem and mem[0]['rps'] > 0:
             ratio = ours[0]['rps'] / mem[0]['rps']
             verdicts.append(ratio >= 0.85)
             details.append('c=%d: %.0f vs %.0f req/s = %.3f'
