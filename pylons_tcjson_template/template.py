@@ -15,6 +15,7 @@ from __future__ import absolute_import
 import binascii
 import distutils.sysconfig
 import imp
+import json
 import keyword
 import os
 import re
@@ -74,12 +75,22 @@ def positive_int(name, value, upper=None):
     return int(text)
 
 
+def _stdlib_dirs():
+    # In a virtualenv, get_python_lib(standard_lib=True) is the venv's copy
+    # of a handful of modules; the rest lives where modules like json are.
+    venv_lib = distutils.sysconfig.get_python_lib(standard_lib=True)
+    real_lib = os.path.dirname(os.path.dirname(os.path.abspath(json.__file__)))
+    dirs = []
+    for lib in (venv_lib, real_lib):
+        dirs.extend([lib, os.path.join(lib, 'lib-dynload')])
+    return [d for d in dirs if os.path.isdir(d)]
+
+
 def _shadows_stdlib(name):
     if name in sys.builtin_module_names:
         return True
-    stdlib = os.path.realpath(distutils.sysconfig.get_python_lib(standard_lib=True))
     try:
-        handle, path, _ = imp.find_module(name, [stdlib, os.path.join(stdlib, 'lib-dynload')])
+        handle, _, _ = imp.find_module(name, _stdlib_dirs())
     except ImportError:
         return False
     if handle:

@@ -1,0 +1,231 @@
+"""`paster create -t pylons_tcjson`: what it writes, and what it refuses."""
+import filecmp
+import os
+import re
+import sys
+
+import pytest
+from paste.deploy import appconfig
+
+from test_template_support import (PASTER, develop_install, generate,
+                                   paster_create, project_env, run)
+
+import pylons_tcjson_template
+
+SOURCE = os.path.dirname(os.path.abspath(pylons_tcjson_template.__file__))
+
+EXPECTED_FILES = """
+    setup.py setup.cfg MANIFEST.in README.txt development.ini test.ini
+    MyApp.egg-info/paster_plugins.txt MyApp.egg-info/entry_points.txt
+    myapp/__init__.py myapp/websetup.py myapp/commands.py
+    myapp/config/__init__.py myapp/config/environment.py
+    myapp/config/middleware.py myapp/config/routing.py
+    myapp/config/deployment.ini_tmpl
+    myapp/controllers/__init__.py myapp/controllers/error.py
+    myapp/controllers/home.py myapp/controllers/session.py
+    myapp/lib/__init__.py myapp/lib/app_globals.py myapp/lib/base.py
+    myapp/lib/helpers.py myapp/lib/outage.py myapp/lib/tcjson.py
+    myapp/lib/devtyrant/__init__.py myapp/lib/devtyrant/launcher.py
+    myapp/lib/devtyrant/server.py
+    myapp/model/__init__.py
+    myapp/public/favicon.ico myapp/public/style.css
+    myapp/templates/base.mako myapp/templates/home.mako
+    myapp/templates/session.mako myapp/templates/error.mako
+    myapp/tests/__init__.py myapp/tests/functional/__init__.py
+    myapp/tests/functional/test_session.py myapp/tests/functional/test_home.py
+""".split()
+
+
+@pytest.fixture(scope='module')
+def project(tmpdir_factory):
+    return generate(tmpdir_factory.mktemp('defaults'), 'MyApp')
+
+
+def all_files(root):
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in filenames:
+            yield os.path.join(dirpath, name)
+
+
+def ini_settings(path, section='app:main'):
+    import ConfigParser
+    parser = ConfigParser.RawConfigParser()
+    parser.read(path)
+    return dict(parser.items(section))
+
+
+def test_layout(project):
+    missing = [name for name in EXPECTED_FILES
+               if not os.path.isfile(os.path.join(project, name))]
+    assert not missing
+    leftovers = [path for path in all_files(project)
+                 if path.endswith(('_tmpl', '.pyc')) and
+                 not path.endswith('deployment.ini_tmpl')]
+    assert not leftovers
+
+
+def test_single_source_modules_are_copied(project):
+    lib = os.path.join(project, 'myapp', 'lib')
+    assert filecmp.cmp(os.path.join(SOURCE, 'tcjson.py'),
+                       os.path.join(lib, 'tcjson.py'), shallow=False)
+    source_dir = os.path.join(SOURCE, 'devtyrant')
+    for name in os.listdir(source_dir):
+        if name.endswith('.py'):
+            assert filecmp.cmp(os.path.join(source_dir, name),
+                               os.path.join(lib, 'devtyrant', name),
+                               shallow=False), name
+    assert not [n for n in os.listdir(os.path.join(lib, 'devtyrant'))
+                if n.endswith('.pyc')]
+    # ...and they are not duplicated inside the template tree.
+    template_lib = os.path.join(SOURCE, 'template', '+package+', 'lib')
+    assert not os.path.exists(os.path.join(template_lib, 'tcjson.py'))
+    assert not os.path.exists(os.path.join(template_lib, 'devtyrant'))
+
+
+def test_no_template_syntax_left(project):
+    for path in all_files(project):
+        if path.endswith(('.py', '.ini', '.mako', '.txt', '.cfg', '.in')):
+            text = open(path).read()
+            assert '{{' not in text, path
+
+
+def test_every_python_file_compiles(project):
+    compiled = 0
+    for path in all_files(project):
+        if path.endswith('.py'):
+            compile(open(path).read(), path, 'exec')
+            compiled += 1
+    assert compiled > 25
+
+
+def test_default_settings(project):
+    dev = ini_settings(os.path.join(project, 'development.ini'))
+    assert dev['beaker.session.type'] == 'ext:tcjson'
+    assert dev['beaker.session.url'] == '127.0.0.1:1978'
+    assert dev['beaker.session.prefix'] == 'myapp:session:'
+    assert dev['beaker.session.timeout'] == '3600'
+    assert dev['beaker.session.key'] == 'myapp'
+    assert dev['beaker.session.httponly'] == 'true'
+    assert re.match(r'^[0-9a-f]{48}$', dev['beaker.session.secret'])
+    assert re.match(r'^[0-9a-f]{48}$', dev['app_instance_secret'])
+    assert dev['beaker.session.secret'] != dev['app_instance_secret']
+    server = ini_settings(os.path.join(project, 'development.ini'), 'server:main')
+    assert server['port'] == '5000'
+    deployment = open(os.path.join(project, 'myapp', 'config',
+                                   'deployment.ini_tmpl')).read()
+    assert 'beaker.session.httponly = true' in deployment
+    assert 'beaker.session.secure = true' in deployment
+    assert 'set debug = false' in deployment
+    plugins = open(os.path.join(project, 'MyApp.egg-info',
+                                'paster_plugins.txt')).read().split()
+    assert plugins == ['PasteScript', 'Pylons']
+    entry_points = open(os.path.join(project, 'MyApp.egg-info',
+                                     'entry_points.txt')).read()
+    assert 'tyrant = myapp.commands:TyrantCommand' in entry_points
+    assert 'tcjson-purge = myapp.commands:PurgeCommand' in entry_points
+
+
+def test_secrets_differ_between_projects(project, tmpdir):
+    other = generate(tmpdir, 'MyApp')
+    ours = ini_settings(os.path.join(project, 'development.ini'))
+    theirs = ini_settings(os.path.join(other, 'development.ini'))
+    assert ours['beaker.session.secret'] != theirs['beaker.session.secret']
+
+
+def test_custom_variables(tmpdir):
+    directory = generate(tmpdir, 'Shop-Front', 'tyrant_url=10.1.2.3:2001',
+                         'session_prefix=shop:s:', 'session_timeout=600',
+                         'http_port=8123', 'description=A shop', 'author=Ada')
+    assert os.path.isdir(os.path.join(directory, 'shopfront', 'controllers'))
+    dev = ini_settings(os.path.join(directory, 'development.ini'))
+    assert dev['beaker.session.url'] == '10.1.2.3:2001'
+    assert dev['beaker.session.prefix'] == 'shop:s:'
+    assert dev['beaker.session.timeout'] == '600'
+    assert dev['beaker.session.key'] == 'shopfront'
+    assert ini_settings(os.path.join(directory, 'development.ini'),
+                        'server:main')['port'] == '8123'
+    setup_py = open(os.path.join(directory, 'setup.py')).read()
+    assert "name='Shop-Front'" in setup_py
+    assert "description='A shop'" in setup_py
+    assert "author='Ada'" in setup_py
+    assert 'shopfront.commands:TyrantCommand' in setup_py
+
+
+def test_interactive_prompts_for_the_variables(tmpdir):
+    # Answer the questions in order: tyrant_url, then defaults (empty lines).
+    import subprocess
+    process = subprocess.Popen(
+        [sys.executable, PASTER, 'create', '-t', 'pylons_tcjson', 'AskMe'],
+        cwd=str(tmpdir), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT)
+    output = process.communicate(b'127.0.0.1:4242\n\n\n\n\n\n\n\n\n\n\n\n')[0]
+    assert process.returncode == 0, output
+    assert b'Enter tyrant_url' in output
+    assert b'Enter session_timeout' in output
+    dev = ini_settings(str(tmpdir.join('AskMe', 'development.ini')))
+    assert dev['beaker.session.url'] == '127.0.0.1:4242'
+    assert dev['beaker.session.prefix'] == 'askme:session:'
+
+
+@pytest.mark.parametrize('project_name, variables, message', [
+    ('9Lives', [], 'starts with a digit'),
+    ('class', [], 'Python keyword'),
+    ('@@@', [], 'gives no Python package name'),
+    ('json', [], 'would shadow'),
+    ('Pylons', [], 'would shadow'),
+    ('Good', ['tyrant_url=localhost'], 'has no port'),
+    ('Good', ['tyrant_url=localhost:'], 'is not a number'),
+    ('Good', ['tyrant_url=localhost:99999'], 'is not a number from 1 to 65535'),
+    ('Good', ['tyrant_url=localhost:http'], 'is not a number'),
+    ('Good', ['tyrant_url=tcp://localhost:1978'], 'without a scheme'),
+    ('Good', ['tyrant_url=bad host:1978'], 'is not a host name'),
+    ('Good', ['session_timeout=soon'], 'expected a whole number'),
+    ('Good', ['session_timeout=-5'], 'expected a whole number'),
+    ('Good', ['session_timeout=0'], 'expected a whole number'),
+    ('Good', ['http_port=70000'], 'must not exceed 65535'),
+    ('Good', ['session_prefix=a b'], 'must not contain spaces'),
+    ('Good', ['template_engine=genshi'], 'Mako templates only'),
+    ('Good', ['sqlalchemy=true'], 'does not set up SQLAlchemy'),
+])
+def test_invalid_variables_rejected_before_writing(tmpdir, project_name,
+                                                   variables, message):
+    code, output = paster_create(tmpdir, project_name, *variables)
+    assert code != 0, output
+    assert message in output, output
+    assert 'Traceback' not in output, output
+    assert tmpdir.listdir() == []          # not a single file written
+
+
+def test_ini_files_load_with_pastedeploy(project, tmpdir):
+    env = develop_install(project, tmpdir)
+    script = r'''
+import sys
+from paste.deploy import appconfig, loadapp
+for ini in ("development.ini", "test.ini", "production.ini"):
+    conf = appconfig("config:" + ini, relative_to=".")
+    app = loadapp("config:" + ini, relative_to=".")
+    assert app.config["beaker.session.type"] == "ext:tcjson", ini
+    print("%s debug=%s secure=%s url=%s" % (ini, app.config["debug"],
+          conf["beaker.session.secure"], conf["beaker.session.url"]))
+'''
+    code, output = run([sys.executable, PASTER, 'make-config', 'MyApp',
+                        'production.ini'], project, env)
+    assert code == 0, output
+    production = open(os.path.join(project, 'production.ini')).read()
+    assert '${' not in production
+    assert re.search(r'beaker.session.secret = \S{20,}', production)
+    code, output = run([sys.executable, '-c', script], project, env)
+    assert code == 0, output
+    assert 'development.ini debug=True secure=false url=127.0.0.1:1978' in output
+    assert 'test.ini debug=True' in output
+    assert 'production.ini debug=False secure=true' in output
+
+
+def test_paster_offers_the_project_commands(project, tmpdir):
+    env = project_env(project)
+    code, output = run([sys.executable, PASTER, '--help'], project, env)
+    assert code == 0, output
+    assert 'tyrant' in output and 'tcjson-purge' in output
+    assert 'controller' in output            # Pylons' own commands too
+    code, output = run([sys.executable, PASTER, 'tyrant', '--help'], project, env)
+    assert code == 0 and 'CONFIG_FILE' in output, output

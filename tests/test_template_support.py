@@ -1,0 +1,164 @@
+"""Helpers for the template tests: generate, install privately, serve.
+
+Generated projects are never installed into the shared venv: ``setup.py
+develop`` goes to a throwaway directory under the test's tmpdir, and the
+children run with PYTHONPATH=<project dir>, which is what a develop install
+amounts to (the directory holds the .egg-info that pkg_resources and
+paster look for).  So parallel runs cannot disturb each other or the venv.
+"""
+import os
+import socket
+import subprocess
+import sys
+import time
+
+BIN = os.path.dirname(os.path.abspath(sys.executable))
+PASTER = os.path.join(BIN, 'paster')
+NOSETESTS = os.path.join(BIN, 'nosetests')
+
+
+def run(command, cwd, env=None, timeout=300):
+    """Run a command; (returncode, combined output)."""
+    process = subprocess.Popen(command, cwd=str(cwd), env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.time() + timeout
+    output = []
+    # communicate() has no timeout on Python 2: poll and kill on overrun.
+    while True:
+        chunk = process.stdout.read(65536)
+        if chunk:
+            output.append(chunk)
+        elif process.poll() is not None:
+            break
+        if time.time() > deadline:
+            process.kill()
+            process.wait()
+            output.append(b'\n[killed after %ds]' % timeout)
+            break
+    return process.wait(), b''.join(output).decode('utf-8', 'replace')
+
+
+def paster_create(parent, project='MyApp', *variables):
+    """`paster create -t pylons_tcjson --no-interactive` in `parent`."""
+    return run([sys.executable, PASTER, 'create', '-t', 'pylons_tcjson',
+                '--no-interactive', project] + list(variables), parent)
+
+
+def generate(parent, project='MyApp', *variables):
+    """Generate a project; returns its directory (asserts success)."""
+    code, output = paster_create(parent, project, *variables)
+    assert code == 0, output
+    directory = os.path.join(str(parent), project)
+    assert os.path.isfile(os.path.join(directory, 'setup.py')), output
+    return directory
+
+
+def project_env(project_dir, **extra):
+    """Environment in which the project counts as installed."""
+    env = dict(os.environ)
+    env['PYTHONPATH'] = str(project_dir)
+    env.pop('PYTHONHOME', None)
+    env.update(extra)
+    return env
+
+
+def develop_install(project_dir, scratch):
+    """`setup.py develop` into a private directory, proving the project
+    installs; returns the environment to run it in."""
+    site = os.path.join(str(scratch), 'site')
+    scripts = os.path.join(str(scratch), 'bin')
+    for path in (site, scripts):
+        if not os.path.isdir(path):
+            os.makedirs(path)
+    env = project_env(project_dir)
+    env['PYTHONPATH'] = site            # setuptools insists on it
+    code, output = run([sys.executable, 'setup.py', 'develop', '--no-deps',
+                        '--install-dir', site, '--script-dir', scripts],
+                       project_dir, env)
+    assert code == 0, output
+    assert os.path.isfile(os.path.join(site, os.path.basename(
+        str(project_dir)) + '.egg-link')), output
+    return project_env(project_dir)
+
+
+def free_port():
+    probe = socket.socket()
+    try:
+        probe.bind(('127.0.0.1', 0))
+        return probe.getsockname()[1]
+    finally:
+        probe.close()
+
+
+def wait_for_port(port, process=None, timeout=60):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if process is not None and process.poll() is not None:
+            return False
+        try:
+            socket.create_connection(('127.0.0.1', port), 0.3).close()
+            return True
+        except socket.error:
+            time.sleep(0.1)
+    return False
+
+
+class Served(object):
+    """`paster serve INI` of a generated project, as a child process."""
+
+    def __init__(self, project_dir, env, ini='development.ini', port=None,
+                 log=None):
+        self.project_dir = str(project_dir)
+        self.env = env
+        self.ini = ini
+        self.port = port
+        self.log = log
+        self.process = None
+
+    @property
+    def url(self):
+        return 'http://127.0.0.1:%d' % self.port
+
+    def start(self):
+        out = open(self.log, 'ab') if self.log else open(os.devnull, 'wb')
+        self.process = subprocess.Popen(
+            [sys.executable, PASTER, 'serve', self.ini], cwd=self.project_dir,
+            env=self.env, stdout=out, stderr=subprocess.STDOUT)
+        out.close()
+        if not wait_for_port(self.port, self.process):
+            self.stop()
+            raise AssertionError('paster serve did not start; log: %s'
+                                 % (open(self.log).read() if self.log else '-'))
+        return self
+
+    def stop(self):
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            deadline = time.time() + 10
+            while self.process.poll() is None and time.time() < deadline:
+                time.sleep(0.05)
+            if self.process.poll() is None:
+                self.process.kill()
+                self.process.wait()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc_info):
+        self.stop()
+
+
+def set_ini_value(path, section, option, value):
+    """Rewrite one `option = value` line inside [section] of an INI file."""
+    lines = open(path).read().splitlines(True)
+    current, done = None, False
+    for index, line in enumerate(lines):
+        stripped = line.strip()
+        if stripped.startswith('[') and stripped.endswith(']'):
+            current = stripped[1:-1]
+        elif current == section and stripped.split('=', 1)[0].strip() == option \
+                and not stripped.startswith('#'):
+            lines[index] = '%s = %s\n' % (option, value)
+            done = True
+    assert done, (path, section, option)
+    open(path, 'w').write(''.join(lines))
