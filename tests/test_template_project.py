@@ -1,0 +1,174 @@
+"""A generated project, installed privately: its own nosetests, its paster
+commands, and `paster serve` driven over real HTTP with a cookie jar."""
+import cookielib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib
+import urllib2
+from HTMLParser import HTMLParser
+
+import pytest
+import pytyrant
+
+from test_template_support import (NOSETESTS, PASTER, Served, develop_install,
+                                   free_port, generate, run, wait_for_port)
+
+unescape = HTMLParser().unescape
+
+
+@pytest.fixture(scope='module')
+def project(tmpdir_factory):
+    """(directory, env, http port, tyrant port) of a generated project."""
+    base = tmpdir_factory.mktemp('project')
+    http_port, tyrant_port = free_port(), free_port()
+    directory = generate(base, 'LiveApp', 'tyrant_url=127.0.0.1:%d' % tyrant_port,
+                         'http_port=%d' % http_port, 'session_timeout=900')
+    env = develop_install(directory, base)
+    return directory, env, http_port, tyrant_port
+
+
+class PasterTyrant(object):
+    """`paster tyrant development.ini` of the project (its own command)."""
+
+    def __init__(self, directory, env, port, log):
+        self.directory, self.env, self.port, self.log = directory, env, port, log
+        self.process = None
+
+    def start(self):
+        out = open(self.log, 'ab')
+        self.process = subprocess.Popen(
+            [sys.executable, PASTER, 'tyrant', 'development.ini'],
+            cwd=self.directory, env=self.env, stdout=out, stderr=subprocess.STDOUT)
+        out.close()
+        assert wait_for_port(self.port, self.process, 30), open(self.log).read()
+        return self
+
+    def stop(self, signum=signal.SIGINT):
+        """Ctrl-C (SIGINT) by default, as a developer stops it."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signum)
+            deadline = time.time() + 15
+            while self.process.poll() is None and time.time() < deadline:
+                time.sleep(0.05)
+            if self.process.poll() is None:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+class Browser(object):
+    """urllib2 with a cookie jar; answers 4xx/5xx instead of raising."""
+
+    def __init__(self, base):
+        self.base = base
+        self.jar = cookielib.CookieJar()
+        self.opener = urllib2.build_opener(urllib2.HTTPCookieProcessor(self.jar))
+
+    def request(self, path, data=None):
+        body = urllib.urlencode(data) if data is not None else None
+        try:
+            response = self.opener.open(self.base + path, body, 15)
+        except urllib2.HTTPError as error:
+            response = error
+        return response.getcode(), response.read(), response.info()
+
+    def get(self, path):
+        return self.request(path)
+
+    def post(self, path, **data):
+        return self.request(path, data)
+
+
+def value(page, element_id):
+    match = re.search(r'id="%s"[^>]*>([^<]*)<' % element_id, page)
+    return unescape(match.group(1).decode('utf-8')) if match else None
+
+
+def visits(page):
+    return int(value(page, 'visits'))
+
+
+def test_generated_project_tests_pass(project):
+    directory, env, _, _ = project
+    code, output = run([NOSETESTS], directory, env, timeout=280)
+    assert code == 0, output
+    assert re.search(r'Ran \d+ tests', output), output
+    assert '\nOK' in output, output
+
+
+def test_served_over_http_sessions_survive_restarts(project, tmpdir):
+    directory, env, http_port, tyrant_port = project
+    log = str(tmpdir.join('servers.log'))
+    tyrant = PasterTyrant(directory, env, tyrant_port, log).start()
+    served = Served(directory, env, port=http_port, log=log)
+    try:
+        served.start()
+        browser = Browser(served.url)
+
+        code, page, headers = browser.get('/')
+        assert code == 200 and 'href="/session"' in page
+
+        code, page, headers = browser.get('/session')
+        assert code == 200, page
+        assert visits(page) == 1
+        cookie = headers.getheader('Set-Cookie')
+        assert cookie.startswith('liveapp=') and 'httponly' in cookie.lower()
+        assert visits(browser.get('/session')[1]) == 2
+
+        # Store a number and a string (POST, then the redirect is followed).
+        code, page, _ = browser.post('/session/set', key='n', value='7', kind='json')
+        assert code == 200 and 'a JSON number' in page
+        code, page, _ = browser.post('/session/set', key='s', value='x y', kind='string')
+        key = value(page, 'record-key')
+        assert key.startswith('liveapp:session:') and key.endswith(':session')
+        record = json.loads(value(page, 'raw'))
+        assert record['n'] == 7 and record['s'] == 'x y'
+        assert record['_expires'] > time.time() + 800      # session_timeout=900
+        count = visits(page)
+
+        # Restart the application: the session lives in Tyrant.
+        served.stop()
+        served.start()
+        count += 1
+        assert visits(browser.get('/session')[1]) == count
+
+        # Restart Tyrant itself (Ctrl-C): the .tch file keeps the records.
+        assert tyrant.stop() == 0
+        assert os.path.isfile(os.path.join(directory, 'data', 'tyrant',
+                                           'sessions.tch'))
+        tyrant.start()
+        count += 1
+        code, page, _ = browser.get('/session')
+        assert visits(page) == count
+        assert json.loads(value(page, 'raw'))['n'] == 7
+
+        # The record as any Tyrant client sees it.
+        client = pytyrant.PyTyrant.open('127.0.0.1', tyrant_port)
+        assert json.loads(client[key])['visits'] == count
+
+        # The purge command finds nothing expired yet.
+        code, output = run([sys.executable, PASTER, 'tcjson-purge',
+                            'development.ini'], directory, env)
+        assert code == 0 and 'Deleted 0 expired' in output, output
+
+        # Logout deletes the record.
+        code, page, _ = browser.post('/session/logout')
+        assert code == 200 and 'Logged out' in page
+        assert client.get(key) is None
+        assert visits(page) == 1
+
+        # Tyrant down: 503 with instructions, front page still fine.
+        tyrant.stop(signal.SIGTERM)
+        code, page, headers = browser.get('/session')
+        assert code == 503, page
+        assert 'paster tyrant development.ini' in page
+        assert headers.getheader('Retry-After')
+        assert browser.get('/')[0] == 200
+    finally:
+        served.stop()
+        tyrant.stop()
