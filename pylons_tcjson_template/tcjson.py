@@ -25,6 +25,8 @@ also works without registering.  INI options (``beaker.session.*`` or
                                       first manager made for a URL sets them)
     lock_dir        = (none)          only if set: file locks around reads
                                       and writes, as Beaker's file backend
+    max_session_size = 1048576        bytes of JSON a session record may
+                                      have, checked on save and on load
 
 Key schema: ``<prefix><namespace>:<key>``.  A session is namespace = its id,
 key = ``session``: ``beaker:0f3c...9a:session``.  ``keys()``, ``in``,
@@ -45,6 +47,13 @@ with ``JSONSerializer`` this module decodes that and stores the object.  If
 the payload is not JSON (``encrypt_key`` set, or Beaker's pickle) the record
 is the envelope ``{"tcjson": "beaker-opaque", "data": "<Beaker's string>"}``.
 Keys ``_expires`` and ``tcjson`` are therefore reserved in sessions.
+
+A session record that is not a JSON object (another program wrote junk,
+bad UTF-8, over max_session_size) raises ``UnreadableRecord`` on load and
+is left as it is; the generated application answers it with an error page
+and a fresh cookie.  Run Beaker with ``invalidate_corrupt=False``: its
+default turns *any* load error, a Tyrant outage included, into a silent
+logout with a new session id.
 
 Type rules: None, bool, int, long, finite float, unicode, UTF-8 str, list,
 tuple and dict with string keys, nested.  Values come back as JSON gives
@@ -86,6 +95,9 @@ from beaker.synchronization import SynchronizerImpl, file_synchronizer
 
 DEFAULT_PREFIX = 'beaker:'
 DEFAULTS = {'connect_timeout': 1.0, 'io_timeout': 2.0, 'pool_size': 10}
+MAX_SESSION_SIZE = 1024 * 1024   # bytes of JSON per session record, both ways
+# A reply larger than this is a confused or hostile server, not a record.
+MAX_REPLY = 256 * 1024 * 1024
 LOCK_EXPIRES = 60.0          # seconds before another process may take a lock over
 OPAQUE = 'beaker-opaque'
 _ALL = 0x7fffffff            # "no limit" for fwmkeys
@@ -101,6 +113,17 @@ class ConfigError(TcjsonError, ValueError):
 
 class UnstorableValue(TcjsonError, TypeError):
     """A value JSON cannot hold; nothing was written."""
+
+
+class UnreadableRecord(TcjsonError, ValueError):
+    """A session record that is not a JSON object (written by something
+    else, truncated, too big).  Raised on load and left untouched in the
+    store: the application answers with an error and a fresh cookie."""
+
+    def __init__(self, record_key, reason):
+        TcjsonError.__init__(self, 'session record %r is unreadable: %s'
+                             % (record_key, reason))
+        self.record_key = record_key
 
 
 class TyrantUnavailable(TcjsonError):
@@ -155,19 +178,43 @@ def check_json(value, path):
         % (_where(path), kind.__module__, kind.__name__))
 
 
-def _dumps(value):
-    text = json.dumps(value, ensure_ascii=False, separators=(',', ':'), allow_nan=False)
-    return text.encode('utf-8') if isinstance(text, unicode) else text
+# UTF-8 text, compact.  Decimal and namedtuple stay errors rather than
+# silently coming back as float and object.
+_ENCODER = json.JSONEncoder(separators=(',', ':'), allow_nan=False, ensure_ascii=False,
+                            use_decimal=False, namedtuple_as_object=False)
+
+
+def _dumps(value, name='value'):
+    """JSON text of `value`; on failure find the culprit for the message.
+
+    Checking every item up front (check_json) costs several times the
+    encoding itself, so it runs only once the encoder has refused."""
+    try:
+        text = _ENCODER.encode(value)
+        return text.encode('utf-8') if isinstance(text, unicode) else text
+    except (TypeError, ValueError, UnicodeDecodeError) as exc:
+        if isinstance(value, dict) and name == 'session':
+            for key, item in value.iteritems():
+                check_json(key, [key])
+                check_json(item, [key])
+        else:
+            check_json(value, [name])
+        raise UnstorableValue('cannot store %r: %s' % (name, exc))
+
+
+# Written by this module into session records; a session may not use them.
+RESERVED_KEYS = ('_expires', 'tcjson')
 
 
 class JSONSerializer(object):
-    """Beaker ``data_serializer``: session dict <-> UTF-8 JSON bytes."""
+    """Beaker ``data_serializer``: session dict <-> JSON text."""
 
     def dumps(self, data):
-        for key, value in data.iteritems():
-            check_json(key, [key])
-            check_json(value, [key])
-        return _dumps(data)
+        for key in RESERVED_KEYS:
+            if key in data:
+                raise UnstorableValue('cannot store session key %r: reserved by tcjson '
+                                      '(the record keeps its expiry there)' % key)
+        return _dumps(data, 'session')
 
     def loads(self, data):
         if data[:1] == '\x78':                   # Beaker's zlib'ed 'json' serializer
@@ -180,6 +227,7 @@ class JSONSerializer(object):
         value = json.loads(data)
         if not isinstance(value, dict):
             raise ValueError('session record is JSON but not an object: %r' % data[:40])
+        value.pop('_expires', None)              # the backend's, not the session's
         return value
 
 
@@ -204,6 +252,7 @@ class _Socket(object):
 
     def __init__(self, url, host, port, connect_timeout, io_timeout):
         self.url, self.io_timeout, self.pid, self.out = url, io_timeout, os.getpid(), []
+        self.received = 0           # bytes of the current reply so far
         try:
             self.sock = socket.create_connection((host, port), connect_timeout)
         except socket.timeout:
@@ -231,9 +280,14 @@ class _Socket(object):
         if self.out:
             data, self.out = ''.join(self.out), []
             self._io(self.sock.sendall, data)
+            self.received = 0
         chunk = self._io(self.sock.recv, size)
         if not chunk:
             raise TyrantUnavailable(self.url, 'server closed the connection', broken=True)
+        self.received += len(chunk)
+        if self.received > MAX_REPLY:
+            raise TyrantUnavailable(self.url, 'protocol error: reply over %d bytes'
+                                    % MAX_REPLY, broken=True)
         return chunk
 
     def idle_ok(self):
@@ -348,7 +402,11 @@ class TyrantPool(object):
         conn, was_idle = self._checkout()
         try:
             result = getattr(conn.tyrant, command)(*args)
-        except pytyrant.TyrantError:
+        except pytyrant.TyrantError as exc:
+            if exc.args[:1] != (1,):           # Tyrant answers 0 or 1, nothing else
+                self._checkin(conn, False)
+                raise TyrantUnavailable(self.url, 'protocol error: status byte %r'
+                                        % (exc.args[:1],), broken=True)
             self._checkin(conn, command in _ONE_BYTE_FAILURE)
             raise
         except TyrantUnavailable as exc:
@@ -406,11 +464,17 @@ class TyrantNamespaceManager(NamespaceManager):
 
     def __init__(self, namespace, url=None, prefix=DEFAULT_PREFIX, timeout=None,
                  connect_timeout=None, io_timeout=None, pool_size=None,
-                 lock_dir=None, **ignored):           # data_dir etc. from Beaker
+                 lock_dir=None, max_session_size=None,
+                 **ignored):                          # data_dir etc. from Beaker
         NamespaceManager.__init__(self, namespace)
         self.pool = get_pool(url, connect_timeout, io_timeout, pool_size)
         self.prefix = _bytes(prefix if prefix is not None else DEFAULT_PREFIX)
         self.timeout = float(timeout) if timeout else None
+        try:
+            self.max_session_size = int(max_session_size or MAX_SESSION_SIZE)
+        except ValueError:
+            raise ConfigError('tcjson: max_session_size must be a number of bytes, '
+                              'got %r' % (max_session_size,))
         self.lock_dir = lock_dir
         self._file_lock = None
         self.key_prefix = self.prefix + _bytes(namespace) + ':'
@@ -457,33 +521,57 @@ class TyrantNamespaceManager(NamespaceManager):
         raw = self.raw(key)
         if raw is None:
             raise KeyError(key)
-        value = json.loads(raw)
-        if key == 'session' and isinstance(value, dict):
-            value.pop('_expires', None)
-            if value.get('tcjson') == OPAQUE:
-                return _bytes(value['data'])
-            # Beaker expects its own base64(serializer.dumps(dict)).
-            return base64.b64encode(_dumps(value))
-        return value
+        if key == 'session':
+            return self._decode_session(raw)
+        try:
+            return json.loads(raw)
+        except ValueError:
+            # A cache value is disposable: a miss makes Beaker recompute it.
+            raise KeyError(key)
+
+    def _decode_session(self, raw):
+        """The stored record -> what Beaker's Session expects: the base64
+        of its serializer's output (JSONSerializer drops ``_expires``).
+        Anything but a JSON object raises UnreadableRecord and stays as
+        it is in the store."""
+        where = self.record_key('session')
+        if len(raw) > self.max_session_size:
+            raise UnreadableRecord(where, '%d bytes, over max_session_size=%d'
+                                   % (len(raw), self.max_session_size))
+        try:
+            record = json.loads(raw)
+        except ValueError as exc:                  # also bad UTF-8
+            raise UnreadableRecord(where, 'not JSON (%s)' % exc)
+        if not isinstance(record, dict):
+            raise UnreadableRecord(where, 'JSON %s, not an object'
+                                   % type(record).__name__)
+        if record.get('tcjson') == OPAQUE:
+            return _bytes(record.get('data', ''))
+        return base64.b64encode(raw)
 
     def _encode_session(self, payload):
+        """Beaker's base64 string -> the record: a JSON object with
+        ``_expires`` spliced in, or the opaque envelope."""
         try:
-            record = json.loads(base64.b64decode(payload).decode('utf-8'))
-        except (TypeError, ValueError):
-            record = None
-        if not isinstance(record, dict) or record.get('tcjson') == OPAQUE:
-            record = {'tcjson': OPAQUE, 'data': payload}   # encrypted or pickled
-        if self.timeout:
-            record['_expires'] = round(time.time() + self.timeout, 3)
-        return _dumps(record)
+            text = base64.b64decode(payload)
+        except TypeError:
+            text = ''
+        expires = ',"_expires":%.3f' % (time.time() + self.timeout) if self.timeout else ''
+        if text[:1] == '{' and text[-1:] == '}':              # JSONSerializer's
+            record = text[:-1] + expires + '}' if len(text) > 2 else '{%s}' % expires[1:]
+        else:                                                 # encrypted or pickled
+            record = '{"tcjson":"%s","data":%s%s}' % (OPAQUE, _dumps(payload), expires)
+        if len(record) > self.max_session_size:
+            raise UnstorableValue('cannot store the session: %d bytes of JSON, over '
+                                  'max_session_size=%d' % (len(record), self.max_session_size))
+        return record
 
     def set_value(self, key, value, expiretime=None):
         # expiretime is unused: Beaker keeps it inside cache values.
         if key == 'session' and isinstance(value, basestring):
             data = self._encode_session(_bytes(value))
         else:
-            check_json(value, [key])
-            data = _dumps(value)
+            data = _dumps(value, key)
         self.pool.request('put', self.record_key(key), data)
 
     __setitem__ = set_value

@@ -21,6 +21,10 @@ def raw_get(server, key):
     return tcjson.get_pool(server.url).request('get', key)
 
 
+def raw_put(server, key, value):
+    tcjson.get_pool(server.url).request('put', key, value)
+
+
 # ---- registration and configuration
 
 def test_register_makes_ext_tcjson_known_to_beaker_and_is_idempotent():
@@ -176,7 +180,37 @@ def test_a_json_session_payload_is_stored_as_the_plain_object(tyrant):
     record = json.loads(raw_get(tyrant, 'beaker:sid:session'))
     assert record['counter'] == 3
     assert before + 180 <= record['_expires'] <= time.time() + 180 + 1
-    assert json.loads(base64.b64decode(nsm['session'])) == {'counter': 3}  # no _expires
+    # Beaker gets the record back in its base64 wrapping; the serializer
+    # drops the backend's _expires.
+    loaded = tcjson.JSONSerializer().loads(base64.b64decode(nsm['session']))
+    assert loaded == {'counter': 3}
+
+
+def test_the_expiry_field_is_reserved(tyrant):
+    with pytest.raises(tcjson.UnstorableValue) as info:
+        tcjson.JSONSerializer().dumps({'_expires': 1})
+    assert "'_expires'" in str(info.value)
+
+
+def test_records_that_are_not_json_objects_are_unreadable_and_kept(tyrant):
+    nsm = manager(tyrant, 'sid')
+    for junk in ['not json', '[1, 2]', '"text"', '{"a": "\xff\xfe"}', '\xff{}']:
+        raw_put(tyrant, 'beaker:sid:session', junk)
+        with pytest.raises(tcjson.UnreadableRecord) as info:
+            nsm['session']
+        assert 'beaker:sid:session' in str(info.value)
+        assert raw_get(tyrant, 'beaker:sid:session') == junk
+
+
+def test_a_session_record_over_the_size_limit_is_unreadable(tyrant):
+    nsm = manager(tyrant, 'sid', max_session_size=100)
+    raw_put(tyrant, 'beaker:sid:session', '{"big": "%s"}' % ('x' * 200))
+    with pytest.raises(tcjson.UnreadableRecord) as info:
+        nsm['session']
+    assert 'max_session_size=100' in str(info.value)
+    too_big = base64.b64encode(tcjson.JSONSerializer().dumps({'big': 'x' * 200}))
+    with pytest.raises(tcjson.UnstorableValue):
+        nsm['session'] = too_big
 
 
 def test_an_opaque_payload_is_kept_in_a_json_envelope(tyrant):
