@@ -31,10 +31,14 @@ _RECV_SIZE = 256 * 1024
 # memcached/HTTP text protocols, which this server does not speak) are
 # dropped unanswered; a client that keeps sending them is cut off.
 _TEXT_LIMIT = 64 * 1024
+# A client that sends requests but does not read the answers: once this much
+# is waiting for it, its further requests stay unread (in its buffer or the
+# kernel's) until it catches up, so the server's memory stays bounded.
+_OUTBUF_LIMIT = 4 * 1024 * 1024
 
 
 class _Connection(object):
-    __slots__ = ('sock', 'inbuf', 'outbuf', 'text_bytes', 'watching_out')
+    __slots__ = ('sock', 'inbuf', 'outbuf', 'text_bytes', 'watching_out', 'reading')
 
     def __init__(self, sock):
         self.sock = sock
@@ -42,6 +46,7 @@ class _Connection(object):
         self.outbuf = bytearray()
         self.text_bytes = 0
         self.watching_out = False     # registered for EPOLLOUT?
+        self.reading = True           # registered for EPOLLIN?
 
 
 class _Poller(object):
@@ -171,7 +176,7 @@ class TyrantServer(object):
         end = len(buf)
         magic = protocol.MAGIC
         handle = self.dispatcher.handle
-        while pos < end:
+        while pos < end and len(conn.outbuf) < _OUTBUF_LIMIT:
             if buf[pos] != magic:
                 # Not binary protocol: drop it unanswered, as noted above.
                 conn.text_bytes += end - pos
@@ -188,7 +193,12 @@ class TyrantServer(object):
             except protocol.BadRequest:
                 return False
             pos = pos_after
-            response = handle(request)
+            try:
+                response = handle(request)
+            except Exception as exc:        # one client's request, not the server
+                print('tcjson-tyrant: %s failed (%s: %s); closing that connection'
+                      % (request.command, type(exc).__name__, exc), file=sys.stderr)
+                return False
             if response is not None:
                 conn.outbuf += response
         if pos:
@@ -205,12 +215,19 @@ class TyrantServer(object):
                 self._close(conn)
                 return
         del conn.outbuf[:sent]
+        if conn.inbuf and len(conn.outbuf) < _OUTBUF_LIMIT:
+            # Caught up: answer requests held back by the limit (they may
+            # be all the client sent, so no read event would bring them).
+            if not self._answer(conn):
+                self._close(conn)
+                return
         # Ask for write readiness only while a reply is stuck in the buffer
         # (a slow reader); the common case costs no extra system call.
         pending = bool(conn.outbuf)
-        if pending != conn.watching_out:
-            conn.watching_out = pending
-            mask = self.poller.IN | (self.poller.OUT if pending else 0)
+        reading = len(conn.outbuf) < _OUTBUF_LIMIT
+        if pending != conn.watching_out or reading != conn.reading:
+            conn.watching_out, conn.reading = pending, reading
+            mask = (self.poller.IN if reading else 0) | (self.poller.OUT if pending else 0)
             self.poller.modify(conn.sock.fileno(), mask)
 
     def _close(self, conn):
