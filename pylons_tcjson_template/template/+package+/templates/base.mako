@@ -31,5 +31,5 @@
 </html>
 
 <%def name="title()">Pylons + Tokyo Tyrant</%def>
-<%def name="brand()">${config.get('pylons.package')}</%def>
+<%def name="brand()">${app_globals.project_name}</%def>
 <%def name="flash()"></%def>

@@ -88,7 +88,8 @@
     <code>visits</code> is one behind: this visit is written when the
     response starts.  Beaker adds <code>_creation_time</code>,
     <code>_accessed_time</code>, <code>_domain</code> and <code>_path</code>;
-    the backend adds <code>_expires</code>.</p>
+    the backend adds <code>_expires</code>; pending flash messages wait in
+    <code>flash</code>.</p>
   % if c.raw is None:
   <pre id="raw">(no record yet: a new session is written at the end of its first request)</pre>
   % else:
