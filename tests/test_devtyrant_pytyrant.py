@@ -260,3 +260,22 @@ def test_pytyrant_vanish_is_not_the_1_1_41_vanish_code():
     finally:
         ours.close()
         theirs.close()
+
+
+def test_adddouble_on_infinity_and_nan(db, module_server):
+    # Values no client should store, but one may: the server must answer
+    # (ttserver casts inf to INT64_MIN; NaN is Tokyo Cabinet's error value)
+    # and keep serving.
+    db['inf'] = struct.pack('<d', float('inf'))
+    db['huge'] = struct.pack('<d', 1e300)
+    db['nan'] = struct.pack('<d', float('nan'))
+    for key in ('inf', 'huge'):
+        sock = db.t.sock
+        pytyrant.socksend(sock, [struct.pack('>BBIqq', pytyrant.MAGIC, pytyrant.C.adddouble,
+                                             len(key), 1, 0), key])
+        pytyrant.socksuccess(sock)
+        assert struct.unpack('>qq', pytyrant.sockrecv(sock, 16)) == (-2 ** 63, -2 ** 63)
+    with pytest.raises(pytyrant.TyrantError):
+        _adddouble(db, 'nan', 1.0)
+    assert _adddouble(db, 'fine', 0.1) == 0.1
+    assert len(db) == 4

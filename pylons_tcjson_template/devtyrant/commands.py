@@ -26,9 +26,20 @@ def _status(ok):
     return SUCCESS if ok else FAILURE
 
 
+def _c_int64(value):
+    """``(int64_t)value`` as ttserver's C code computes it on x86-64:
+    truncation toward zero, and INT64_MIN for NaN, infinities and anything
+    out of range (where C leaves it undefined and the CPU gives that)."""
+    if value != value or not -2.0 ** 63 <= value < 2.0 ** 63:
+        return -2 ** 63
+    return int(value)
+
+
 def _split_double(value):
-    integ = int(value)
-    return integ, int(round((value - integ) * _FRACT))
+    """adddouble's answer: the integer part and the fraction times 1e12,
+    each cast to int64 the way ttserver does."""
+    integ = _c_int64(value)
+    return integ, _c_int64((value - integ) * _FRACT)
 
 
 class Dispatcher(object):

@@ -46,6 +46,8 @@ def add_double_to_value(old, num):
     if len(old) != _LE_DOUBLE.size:
         return None, old
     total = _LE_DOUBLE.unpack(old)[0] + num
+    if total != total:
+        return None, old                # NaN: Tokyo Cabinet's error value
     return total, _LE_DOUBLE.pack(total)
 
 
