@@ -28,18 +28,20 @@ import struct
 
 import pytest
 
+from pylons_tcjson_template.devtyrant.protocol import request_bytes
+
 TRANSCRIPT = os.path.join(os.path.dirname(__file__), 'data',
                           'tyrant-1.1.41-transcripts.txt')
 NO_REPLY_WAIT = 1.0          # what the notes call "no reply within 1 s"
 IO_TIMEOUT = 5.0
 
-# Requests the file names but does not spell out as REQ bytes.
-ITER_REQUESTS = {'iterinit': b'\xc8\x50', 'iternext': b'\xc8\x51'}
-STAT_REQUEST = b'\xc8\x88'
-RNUM_REQUEST = b'\xc8\x80'
-VANISH_REQUEST = b'\xc8\x72'
+# Requests the file names but does not spell out as REQ bytes (stat and
+# vanish give their two bytes in the label and are read from there).
+ITER_REQUESTS = {'iterinit': request_bytes('iterinit'),
+                 'iternext': request_bytes('iternext')}
+RNUM_REQUEST = request_bytes('rnum')
 # "truncated get (hdr only)": magic, command and key size, no key bytes.
-TRUNCATED_GET = b'\xc8\x30\x00\x00\x00\x02'
+TRUNCATED_GET = request_bytes('get', 2)
 TRUNCATED_GET_REST = b'k1'
 
 
@@ -66,12 +68,13 @@ _REQ = re.compile(r'^(?P<label>\S.*?)\s+REQ\s+(?P<hex>[0-9a-f]*)\s*$')
 _RSP = re.compile(r'^\s+RSP(?:\s+(?P<hex>[0-9a-f]*))?\s*$')
 _SAME_CONN = re.compile(r'^(?P<cmd>iterinit|iternext) \(same connection\)\s+'
                         r'RSP\s+(?P<hex>[0-9a-f]+)\s*$')
-_STAT = re.compile(r'^stat \(c888\) RSP: 00, 4-byte length, then tab-separated lines')
+_STAT = re.compile(r'^stat \((?P<hex>c8[0-9a-f]{2})\) RSP: 00, 4-byte length, '
+                   r'then tab-separated lines')
 _CLOSED = re.compile(r'^unknown cmd (?P<bytes>(?:0x[0-9A-Fa-f]{2} ?)+)\s+'
                      r'RSP \(connection closed by server\)\s*$')
 _SILENT = re.compile(r'^(?P<label>bad magic (?P<bytes>(?:0x[0-9A-Fa-f]{2} ?)+)|'
                      r'truncated get \(hdr only\))\s+RSP \(no reply within 1 s\)\s*$')
-_VANISH = re.compile(r'^vanish \(c872\)\s+RSP (?P<vanish>[0-9a-f]+), '
+_VANISH = re.compile(r'^vanish \((?P<hex>c8[0-9a-f]{2})\)\s+RSP (?P<vanish>[0-9a-f]+), '
                      r'then rnum RSP (?P<rnum>[0-9a-f]+)\s*$')
 
 
@@ -104,12 +107,13 @@ def parse_transcript(path=TRANSCRIPT):
             steps.append(Step('same-connection', lineno, m.group('cmd'),
                               ITER_REQUESTS[m.group('cmd')], unhex(m.group('hex'))))
             continue
-        if _STAT.match(line):
+        m = _STAT.match(line)
+        if m:
             if i >= len(lines) or not lines[i].startswith(' '):
                 raise ValueError('line %d: stat without its field line' % lineno)
             shown = [part.split('\t', 1) for part in lines[i].strip().split(' | ')]
             i += 1
-            steps.append(Step('stat', lineno, 'stat', STAT_REQUEST,
+            steps.append(Step('stat', lineno, 'stat', unhex(m.group('hex')),
                               extra=dict(pair for pair in shown if len(pair) == 2)))
             continue
         m = _CLOSED.match(line)
@@ -128,7 +132,7 @@ def parse_transcript(path=TRANSCRIPT):
             continue
         m = _VANISH.match(line)
         if m:
-            steps.append(Step('vanish', lineno, 'vanish', VANISH_REQUEST,
+            steps.append(Step('vanish', lineno, 'vanish', unhex(m.group('hex')),
                               unhex(m.group('vanish')), extra=unhex(m.group('rnum'))))
             continue
         raise ValueError('line %d not understood: %r' % (lineno, line))
@@ -334,3 +338,12 @@ def test_replay_on_tch_file_including_size(devtyrant_factory):
     server = devtyrant_factory('casket.tch')
     assert Replay(server, exact_size=True).run(parse_transcript()) == []
     assert server.running
+
+
+def test_requests_not_spelled_out_in_the_file():
+    steps = dict((step.label, step) for step in parse_transcript())
+    assert steps['stat'].request == b'\xc8\x88'
+    assert steps['vanish'].request == b'\xc8\x72'
+    assert steps['iterinit'].request == b'\xc8\x50'
+    assert steps['iternext'].request == b'\xc8\x51'
+    assert steps['truncated get (hdr only)'].request == b'\xc8\x30\x00\x00\x00\x02'
