@@ -473,3 +473,40 @@ def test_stop_right_after_the_port_opens_exits_zero(tmpdir):
     for n in range(5):
         server = TyrantProcess(str(tmpdir.join('quick%d.tch' % n)), ttserver=False)
         assert server.start().stop() == 0
+
+
+def test_port_zero_picks_a_free_port_and_says_which():
+    proc = subprocess.Popen(SERVER + ['-port', '0'], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    try:
+        ready, _, _ = select.select([proc.stdout], [], [], TIMEOUT)
+        line = proc.stdout.readline().decode('utf-8') if ready else ''
+        port = int(line.split('127.0.0.1:')[1].split(',')[0])
+        assert port > 0
+        sock = socket.create_connection(('127.0.0.1', port), TIMEOUT)
+        sock.sendall(request_bytes('rnum'))
+        assert recv_exactly(sock, 9) == b'\x00' + struct.pack('>Q', 0)
+        sock.close()
+    finally:
+        proc.terminate()
+        proc.communicate()
+    assert proc.returncode == 0
+
+
+SCRIPT = os.path.join(os.path.dirname(sys.executable), 'tcjson-tyrant')
+
+
+@pytest.mark.skipif(not os.path.exists(SCRIPT),
+                    reason='%s is not installed (the package is not installed with its '
+                           'console scripts: rerun ./setup.sh)' % SCRIPT)
+def test_installed_console_script(tmpdir):
+    port = free_port()
+    proc = subprocess.Popen([SCRIPT, '-port', str(port), str(tmpdir.join('s.tch'))],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert wait_for_port('127.0.0.1', port, TIMEOUT, proc)
+    finally:
+        proc.terminate()
+        out, err = proc.communicate()
+    assert proc.returncode == 0
+    assert 'listening on 127.0.0.1:%d' % port in out.decode('utf-8')
