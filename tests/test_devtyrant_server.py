@@ -510,3 +510,23 @@ def test_installed_console_script(tmpdir):
         out, err = proc.communicate()
     assert proc.returncode == 0
     assert 'listening on 127.0.0.1:%d' % port in out.decode('utf-8')
+
+
+def test_client_that_half_closes_still_gets_every_answer(cli):
+    # Send everything, shut down the sending side, then read: what a shell
+    # pipe into nc does.  Answers still owed must all arrive before the
+    # server closes its side.
+    server = cli('*')
+    big = b'z' * (1024 * 1024)
+    writer = connect(server)
+    put(writer, b'big', big)
+    writer.close()
+    sock = connect(server)
+    sock.sendall(request_bytes('get', 3, b'big') * 16 + request_bytes('rnum'))
+    sock.shutdown(socket.SHUT_WR)
+    answer = b'\x00' + struct.pack('>I', len(big)) + big
+    for _ in range(16):
+        assert recv_exactly(sock, len(answer)) == answer
+    assert recv_exactly(sock, 9) == b'\x00' + struct.pack('>Q', 1)
+    assert closed_by_server(sock)
+    sock.close()

@@ -38,7 +38,8 @@ _OUTBUF_LIMIT = 4 * 1024 * 1024
 
 
 class _Connection(object):
-    __slots__ = ('sock', 'inbuf', 'outbuf', 'text_bytes', 'watching_out', 'reading')
+    __slots__ = ('sock', 'inbuf', 'outbuf', 'text_bytes', 'watching_out', 'reading',
+                 'peer_done')
 
     def __init__(self, sock):
         self.sock = sock
@@ -47,6 +48,7 @@ class _Connection(object):
         self.text_bytes = 0
         self.watching_out = False     # registered for EPOLLOUT?
         self.reading = True           # registered for EPOLLIN?
+        self.peer_done = False        # client shut its sending side
 
 
 class _Poller(object):
@@ -156,7 +158,13 @@ class TyrantServer(object):
             self._close(conn)
             return
         if not data:
-            self._close(conn)
+            # The client has sent all it will.  Answers it is still owed
+            # go out first; _flush closes once they have.
+            conn.peer_done = True
+            if conn.outbuf:
+                self._flush(conn)
+            else:
+                self._close(conn)
             return
         conn.inbuf += data
         if not self._answer(conn):
@@ -221,10 +229,13 @@ class TyrantServer(object):
             if not self._answer(conn):
                 self._close(conn)
                 return
+        pending = bool(conn.outbuf)
+        if conn.peer_done and not pending:
+            self._close(conn)
+            return
         # Ask for write readiness only while a reply is stuck in the buffer
         # (a slow reader); the common case costs no extra system call.
-        pending = bool(conn.outbuf)
-        reading = len(conn.outbuf) < _OUTBUF_LIMIT
+        reading = len(conn.outbuf) < _OUTBUF_LIMIT and not conn.peer_done
         if pending != conn.watching_out or reading != conn.reading:
             conn.watching_out, conn.reading = pending, reading
             mask = (self.poller.IN if reading else 0) | (self.poller.OUT if pending else 0)
