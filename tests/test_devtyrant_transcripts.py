@@ -13,11 +13,12 @@ How each kind of line is checked:
   answer byte for byte, so an extra byte would fail too (putnr: no byte).
 * ``iterinit``/``iternext (same connection)``: c850/c851 on one connection.
 * ``stat``: only part is shown; its framing, version, protver and rnum.
-* ``size``: ttserver's answer is the size of its casket.tch file.  An
-  in-memory database has no file, and what ttserver reports for one is its
-  memory use, so only the framing is compared there.  A second replay runs
-  on a fresh .tch file, where the size is Tokyo Cabinet's file size for the
-  same records and must be the recorded value exactly.
+* ``size``: the recorded answer is the size of ttserver's casket.tch file.
+  An in-memory database has no file (ttserver reports the memory its
+  records take), so that replay compares only the framing: status 0 and an
+  8-byte number.  A second replay runs on a fresh .tch file; Tokyo Cabinet
+  lays out the same records in a file of the same size, so there the
+  recorded value is reproducible and is compared exactly.
 * connection closed / no reply within 1 s / vanish: as the notes say.
 """
 import binascii
