@@ -131,8 +131,8 @@ class PylonsTcjsonTemplate(Template):
     vars = [
         var('tyrant_url', 'host:port of the Tokyo Tyrant server holding '
             'the sessions', default='127.0.0.1:1978'),
-        var('session_prefix', 'Prefix of every session key in Tyrant '
-            '(default: <package>:session:)', default=''),
+        var('session_prefix', 'Prefix of every session key in Tyrant',
+            default='<package>:session:'),
         var('session_timeout', 'Seconds of inactivity before a session '
             'expires', default='3600'),
         var('http_port', 'Port `paster serve development.ini` listens on',
@@ -156,6 +156,12 @@ class PylonsTcjsonTemplate(Template):
         BadCommand here leaves the disk untouched.
         """
         check_package_name(vars.get('project', ''), vars.get('package', ''))
+        # Offer the prefix derived from this project's package as the
+        # default, so the prompt shows it (read_vars returns _read_vars).
+        prefix = '%s:session:' % vars['package']
+        self._read_vars = [
+            var(v.name, v.description, default=prefix, should_echo=v.should_echo)
+            if v.name == 'session_prefix' else v for v in self.vars]
         converted = Template.check_vars(self, vars, cmd)
         self.validate(converted)
         vars.update(converted)
@@ -167,7 +173,7 @@ class PylonsTcjsonTemplate(Template):
         vars['tyrant_url'] = '%s:%d' % (host, port)
         vars['tyrant_host'], vars['tyrant_port'] = host, port
         prefix = (vars.get('session_prefix') or '').strip()
-        if not prefix:
+        if not prefix or prefix == '<package>:session:':
             prefix = '%s:session:' % package
         if any(ch.isspace() for ch in prefix) or '%' in prefix:
             raise BadCommand('session_prefix %r must not contain spaces or '

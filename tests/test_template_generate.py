@@ -162,6 +162,7 @@ def test_interactive_prompts_for_the_variables(tmpdir):
     assert process.returncode == 0, output
     assert b'Enter tyrant_url' in output
     assert b'Enter session_timeout' in output
+    assert b"['askme:session:']" in output        # the derived default
     dev = ini_settings(str(tmpdir.join('AskMe', 'development.ini')))
     assert dev['beaker.session.url'] == '127.0.0.1:4242'
     assert dev['beaker.session.prefix'] == 'askme:session:'
