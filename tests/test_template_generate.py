@@ -24,7 +24,7 @@ EXPECTED_FILES = """
     myapp/controllers/__init__.py myapp/controllers/error.py
     myapp/controllers/home.py myapp/controllers/session.py
     myapp/lib/__init__.py myapp/lib/app_globals.py myapp/lib/base.py
-    myapp/lib/helpers.py myapp/lib/outage.py myapp/lib/tcjson.py
+    myapp/lib/helpers.py myapp/lib/session_errors.py myapp/lib/tcjson.py
     myapp/lib/devtyrant/__init__.py myapp/lib/devtyrant/launcher.py
     myapp/lib/devtyrant/server.py
     myapp/model/__init__.py
