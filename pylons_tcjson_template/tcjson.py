@@ -120,9 +120,11 @@ class UnreadableRecord(TcjsonError, ValueError):
     else, truncated, too big).  Raised on load and left untouched in the
     store: the application answers with an error and a fresh cookie."""
 
-    def __init__(self, record_key, reason):
-        TcjsonError.__init__(self, 'session record %r is unreadable: %s'
-                             % (record_key, reason))
+    def __init__(self, record_key, reason, shown_key=None):
+        # The message goes to logs, so it may shorten the key: a session
+        # id in a log file is a session anyone with the log can take over.
+        TcjsonError.__init__(self, 'session record %s is unreadable: %s'
+                             % (shown_key or record_key, reason))
         self.record_key = record_key
 
 
@@ -534,17 +536,18 @@ class TyrantNamespaceManager(NamespaceManager):
         of its serializer's output (JSONSerializer drops ``_expires``).
         Anything but a JSON object raises UnreadableRecord and stays as
         it is in the store."""
-        where = self.record_key('session')
+        def unreadable(reason):
+            shown = '%s%s...:session' % (self.prefix, _bytes(self.namespace)[:8])
+            return UnreadableRecord(self.record_key('session'), reason, shown)
         if len(raw) > self.max_session_size:
-            raise UnreadableRecord(where, '%d bytes, over max_session_size=%d'
-                                   % (len(raw), self.max_session_size))
+            raise unreadable('%d bytes, over max_session_size=%d'
+                             % (len(raw), self.max_session_size))
         try:
             record = json.loads(raw)
         except ValueError as exc:                  # also bad UTF-8
-            raise UnreadableRecord(where, 'not JSON (%s)' % exc)
+            raise unreadable('not JSON (%s)' % exc)
         if not isinstance(record, dict):
-            raise UnreadableRecord(where, 'JSON %s, not an object'
-                                   % type(record).__name__)
+            raise unreadable('JSON %s, not an object' % type(record).__name__)
         if record.get('tcjson') == OPAQUE:
             return _bytes(record.get('data', ''))
         return base64.b64encode(raw)

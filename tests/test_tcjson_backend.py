@@ -193,13 +193,18 @@ def test_the_expiry_field_is_reserved(tyrant):
 
 
 def test_records_that_are_not_json_objects_are_unreadable_and_kept(tyrant):
-    nsm = manager(tyrant, 'sid')
+    session_id = '0123456789abcdef0123456789abcdef'
+    key = 'beaker:%s:session' % session_id
+    nsm = manager(tyrant, session_id)
     for junk in ['not json', '[1, 2]', '"text"', '{"a": "\xff\xfe"}', '\xff{}']:
-        raw_put(tyrant, 'beaker:sid:session', junk)
+        raw_put(tyrant, key, junk)
         with pytest.raises(tcjson.UnreadableRecord) as info:
             nsm['session']
-        assert 'beaker:sid:session' in str(info.value)
-        assert raw_get(tyrant, 'beaker:sid:session') == junk
+        assert info.value.record_key == key
+        # The message (bound for logs) names the record without the id.
+        assert 'beaker:01234567...:session' in str(info.value)
+        assert session_id not in str(info.value)
+        assert raw_get(tyrant, key) == junk
 
 
 def test_a_session_record_over_the_size_limit_is_unreadable(tyrant):

@@ -6,9 +6,9 @@
   <p class="flash flash-${message.category}">${message}</p>
   % endfor
   % if c.logged_out:
-  <p class="flash flash-success">Logged out: the record
-    <code>${c.logged_out}</code> was deleted from Tyrant and the cookie
-    expired. This page started a brand-new session.</p>
+  <p class="flash flash-success" id="logged-out">Logged out: your record was
+    deleted from Tyrant and the cookie expired. This page started a
+    brand-new session.</p>
   % endif
 </%def>
 
@@ -29,6 +29,14 @@
       <dt>Session id</dt><dd><code id="session-id">${c.session_id}</code></dd>
       <dt>Tyrant key</dt><dd><code id="record-key">${c.record_key}</code></dd>
     </dl>
+    % if c.user:
+    <p id="signed-in">Signed in as <strong id="user">${c.user}</strong>.</p>
+    % else:
+    <form method="post" action="${h.url('session_login')}" class="login" id="login-form">
+      <label>Sign in as <input type="text" name="name" id="name" required maxlength="64" placeholder="alice"></label>
+      <button type="submit" id="login">Sign in</button>
+    </form>
+    % endif
     <div class="actions">
       <form method="post" action="${h.url('session_regenerate')}">
         <button type="submit" id="regenerate">New session id</button>
@@ -37,9 +45,10 @@
         <button type="submit" class="danger" id="logout">Log out</button>
       </form>
     </div>
-    <p class="muted">&ldquo;New session id&rdquo; keeps every value under a
-      new key (do this at login, against session fixation).
-      &ldquo;Log out&rdquo; deletes the record itself.</p>
+    <p class="muted">Signing in changes the session id (against session
+      fixation); &ldquo;New session id&rdquo; does only that, keeping every
+      value under a new key. &ldquo;Log out&rdquo; deletes the record
+      itself.</p>
   </section>
 </div>
 
