@@ -1,0 +1,118 @@
+# -*- coding: utf-8 -*-
+"""Where ext:tcjson's per-request time goes, step by step (client side).
+
+    .venv/bin/python bench/diagnose_tcjson.py
+
+Times, for the bench's small and large sessions, each step one session
+request makes through tcjson.py, in isolation (median of many runs):
+JSON validation, every JSON encode/decode pass, base64, and a Tyrant round
+trip through the pool versus a bare socket.  Starts its own tcjson-tyrant.
+"""
+from __future__ import print_function
+
+import base64
+import socket
+import struct
+import sys
+import os
+import timeit
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+import simplejson  # noqa: E402
+
+import inproc  # noqa: E402
+import peers  # noqa: E402
+from pylons_tcjson_template import tcjson  # noqa: E402
+
+timer = timeit.default_timer
+
+
+def median_us(call, count):
+    samples = []
+    for _ in range(count):
+        t0 = timer()
+        call()
+        samples.append(timer() - t0)
+    samples.sort()
+    return samples[len(samples) // 2] * 1e6
+
+
+def session_dict(size):
+    data = inproc.PAYLOADS[size]()
+    data.update({'_creation_time': 1764000000.25, '_accessed_time': 1764000100.5})
+    return data
+
+
+def steps(size, pool, count):
+    data = session_dict(size)
+    serializer = tcjson.JSONSerializer()
+    text = serializer.dumps(data)
+    payload = base64.b64encode(text)                 # what Beaker hands over
+    manager = tcjson.TyrantNamespaceManager('diag' + size, url=pool.url,
+                                            prefix='diag:', timeout=3720)
+    record = manager._encode_session(payload)
+    manager.set_value('session', payload)
+    key = manager.record_key('session')
+    rows = [
+        ('save: JSONSerializer.dumps (check_json + encode)',
+         lambda: serializer.dumps(data)),
+        ('  of which check_json (validation walk)',
+         lambda: [tcjson.check_json(v, [k]) for k, v in data.items()]),
+        ('  of which the JSON encode', lambda: tcjson._dumps(data)),
+        ("save: Beaker's b64encode", lambda: base64.b64encode(text)),
+        ('save: tcjson _encode_session (b64decode, decode, add _expires, '
+         'encode)', lambda: manager._encode_session(payload)),
+        ('save: put round trip (pool)', lambda: pool.request('put', key, record)),
+        ('load: get round trip (pool)', lambda: pool.request('get', key)),
+        ('load: tcjson __getitem__ minus the get (decode, pop, encode, '
+         'b64encode)', lambda: base64.b64encode(tcjson._dumps(
+             dict(simplejson.loads(record), _expires=None)))),
+        ("load: Beaker's b64decode", lambda: base64.b64decode(payload)),
+        ('load: JSONSerializer.loads', lambda: serializer.loads(text)),
+        ('  simplejson.loads as is (py2: Python bounded_int per integer)',
+         lambda: simplejson.loads(text)),
+        ('  simplejson.loads(parse_int=int)',
+         lambda: simplejson.loads(text, parse_int=int)),
+    ]
+    sock = socket.create_connection((pool.host, pool.port))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    get_request = struct.pack('>BBI', 0xC8, 0x30, len(key)) + key
+
+    pool.request('put', key, record)
+    answer_size = 5 + len(record)             # status, length, value
+
+    def bare_get():
+        sock.sendall(get_request)
+        need, got = answer_size, 0
+        while got < need:
+            got += len(sock.recv(need - got))
+    rows.append(('reference: bare-socket get round trip (no client library)',
+                 bare_get))
+    out = []
+    for name, call in rows:
+        call()
+        out.append((name, median_us(call, count)))
+    sock.close()
+    return len(text), len(record), out
+
+
+def main():
+    count = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
+    tyrant = peers.Tyrant().start()
+    try:
+        pool = tcjson.get_pool(tyrant.url)
+        for size in ('small', 'large'):
+            text_len, record_len, rows = steps(size, pool, count)
+            print('\n%s session: %d bytes JSON, %d bytes stored record'
+                  % (size, text_len, record_len))
+            print('| step | median µs |\n|---|---:|')
+            for name, value in rows:
+                print('| %s | %.1f |' % (name, value))
+    finally:
+        tyrant.stop()
+
+
+if __name__ == '__main__':
+    main()
