@@ -235,8 +235,8 @@ def measure(backend, size, requests, warmup, profile=False):
         body = b''.join(app(dict(environ), start_response))
 
     peer = backend.peer
-    before = peer.counter() if peer is not None else None
-    cpu_before = peer.cpu() if peer is not None else None
+    before, cpu_before = (peer.snapshot() if peer is not None
+                          else (None, None))
     samples = []
     profiler = cProfile.Profile() if profile else None
     with peers.ConnectCounter() as connects:
@@ -250,8 +250,8 @@ def measure(backend, size, requests, warmup, profile=False):
         elapsed = timer() - started
         if profiler:
             profiler.disable()
-    cpu_after = peer.cpu() if peer is not None else None
-    after = peer.counter() if peer is not None else None
+    after, cpu_after = (peer.snapshot() if peer is not None
+                        else (None, None))
 
     expected = 1 + warmup + requests
     if int(body) != expected or not captured['status'].startswith('200'):

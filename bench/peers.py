@@ -77,9 +77,13 @@ class Peer(object):
 
     def calibrate(self):
         """What two back-to-back counter reads differ by with no traffic."""
-        first = self.counter()
-        self.self_cost = self.counter() - first
+        first = self.snapshot()[0]
+        self.self_cost = self.snapshot()[0] - first
         return self.self_cost
+
+    def snapshot(self):
+        """(commands so far, CPU seconds so far), from one stats request."""
+        return self.counter(), self.cpu()
 
     def commands_between(self, before, after):
         return after - before - self.self_cost
@@ -130,8 +134,12 @@ class Memcached(Peer):
         return sum(int(stats.get(name, 0)) for name in self.COUNTED)
 
     def cpu(self):
+        return self.snapshot()[1]
+
+    def snapshot(self):
         stats = self.stats()
-        return float(stats['rusage_user']) + float(stats['rusage_system'])
+        return (sum(int(stats.get(name, 0)) for name in self.COUNTED),
+                float(stats['rusage_user']) + float(stats['rusage_system']))
 
     def version(self):
         return _version([which('memcached'), '-V'])
@@ -175,14 +183,17 @@ class Redis(Peer):
         raise RuntimeError('redis INFO without total_commands_processed')
 
     def cpu(self):
+        return self.snapshot()[1]
+
+    def snapshot(self):
         values = {}
-        for line in self._command('INFO', 'cpu').splitlines():
+        for line in self._command('INFO', 'all').splitlines():
             if ':' in line:
                 name, value = line.split(':', 1)
                 values[name] = value.strip()
-        # main thread only would be used_cpu_*_main_thread; the server total
-        # is what a deployment pays.
-        return float(values['used_cpu_user']) + float(values['used_cpu_sys'])
+        # The whole server's CPU (all its threads): what a deployment pays.
+        return (int(values['total_commands_processed']),
+                float(values['used_cpu_user']) + float(values['used_cpu_sys']))
 
     def version(self):
         return _version([which('redis-server'), '--version'])
@@ -234,8 +245,13 @@ class Tyrant(Peer):
                    if name.startswith('cnt_') and not name.endswith('_miss'))
 
     def cpu(self):
+        return self.snapshot()[1]
+
+    def snapshot(self):
         pairs = self.stat()
-        return float(pairs['ru_user']) + float(pairs['ru_sys'])
+        return (sum(int(value) for name, value in pairs.items()
+                    if name.startswith('cnt_') and not name.endswith('_miss')),
+                float(pairs['ru_user']) + float(pairs['ru_sys']))
 
     def version(self):
         if self.real:
