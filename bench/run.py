@@ -33,6 +33,7 @@ import datetime
 import io
 import os
 import platform
+import signal
 import subprocess
 import sys
 import time
@@ -404,8 +405,15 @@ def parse_args(argv):
     return args
 
 
+def _exit_on_sigterm(signum, frame):
+    # Turn SIGTERM (e.g. from `timeout`) into SystemExit so that the
+    # finally clauses stop every server this run started.
+    raise SystemExit(128 + signum)
+
+
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     started_at = time.time()
     started = []
     part1 = {'rows': [], 'notes': ['not run']}
