@@ -154,6 +154,7 @@ def build_backends(started):
 
 def run_inproc(backends, args):
     rows, notes = [], []
+    per_round = {}            # (size, round) -> {backend: median_us}
     active = [b for b in backends if b.skip_reason is None]
     for backend in backends:
         if backend.skip_reason:
@@ -175,6 +176,8 @@ def run_inproc(backends, args):
                     backend.cleanup()
                 if backend.name in per_backend:
                     per_backend[backend.name].append(result)
+                    per_round.setdefault((size, round_no), {})[
+                        backend.name] = result['median_us']
                     progress('  in-process %-18s %-5s round %d: median %7.1f us,'
                              ' %6.0f req/s, %.2f round trips/req'
                              % (backend.name, size, round_no + 1,
@@ -198,7 +201,7 @@ def run_inproc(backends, args):
     rtt = inproc.roundtrip_latency(peer_of.get(TCJSON), peer_of.get(MEMCACHED),
                                    peer_of.get(REDIS),
                                    count=300 if args.quick else 2000)
-    return {'rows': rows, 'notes': notes, 'rtt': rtt}
+    return {'rows': rows, 'notes': notes, 'rtt': rtt, 'per_round': per_round}
 
 
 # ------------------------------------------------------------------ targets
@@ -210,7 +213,22 @@ def _find(rows, backend, size):
     return None
 
 
-def targets(part1, part2, part3):
+def round_ratios(per_round, size, ref):
+    """tcjson's overhead / ref's overhead, round by round (same round =
+    same machine conditions), as a sorted list."""
+    ratios = []
+    for (row_size, _), medians in sorted(per_round.items()):
+        if row_size != size or not all(
+                name in medians for name in (TCJSON, ref, MEMORY)):
+            continue
+        ref_over = medians[ref] - medians[MEMORY]
+        if ref_over > 0:
+            ratios.append((medians[TCJSON] - medians[MEMORY]) / ref_over)
+    return sorted(ratios)
+
+
+def targets(part1, part2, part3, per_round=None):
+    per_round = per_round or {}
     out = []
 
     def add(name, status, detail):
@@ -228,11 +246,14 @@ def targets(part1, part2, part3):
             limit = factor * other['overhead_us']
             ok = ours['overhead_us'] <= limit
             verdicts.append(ok)
-            details.append('%s: %.0f us vs limit %.2f x %.0f = %.0f us (ratio %.2f)'
+            ratios = round_ratios(per_round, size, ref)
+            details.append('%s: %.0f us vs limit %.2f x %.0f = %.0f us (ratio %.2f;'
+                           ' per round %s)'
                            % (size, ours['overhead_us'], factor,
                               other['overhead_us'], limit,
                               ours['overhead_us'] / other['overhead_us']
-                              if other['overhead_us'] else float('inf')))
+                              if other['overhead_us'] else float('inf'),
+                              ' '.join('%.2f' % r for r in ratios) or '-'))
         status = ('not measured' if None in verdicts else
                   'met' if all(verdicts) else 'MISSED')
         add("tcjson overhead over memory <= %s x %s's" % (factor, label),
@@ -392,8 +413,8 @@ def parse_args(argv):
                         'default bench/RESULTS.md, none with --quick')
     args = parser.parse_args(argv)
     quick = args.quick
-    args.requests = args.requests or (150 if quick else 2000)
-    args.rounds = args.rounds or (1 if quick else 3)
+    args.requests = args.requests or (150 if quick else 1200)
+    args.rounds = args.rounds or (1 if quick else 5)
     args.warmup = args.warmup if args.warmup is not None else (20 if quick else 200)
     args.seconds = args.seconds or (1 if quick else 8)
     args.scale_counts = [int(c) for c in (
@@ -444,7 +465,7 @@ def main(argv=None):
     finally:
         for peer in started:
             peer.stop()
-    verdicts = targets(part1['rows'], part2, part3)
+    verdicts = targets(part1['rows'], part2, part3, part1.get('per_round'))
     text = report(args, machine_info(server_versions), part1, part2, part3,
                   verdicts, time.time() - started_at)
     print()
