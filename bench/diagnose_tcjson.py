@@ -52,35 +52,37 @@ def steps(size, pool, count):
     payload = base64.b64encode(text)                 # what Beaker hands over
     manager = tcjson.TyrantNamespaceManager('diag' + size, url=pool.url,
                                             prefix='diag:', timeout=3720)
-    record = manager._encode_session(payload)
     manager.set_value('session', payload)
     key = manager.record_key('session')
+    stored = pool.request('get', key)
     rows = [
-        ('save: JSONSerializer.dumps (check_json + encode)',
+        ("save: JSONSerializer.dumps (Beaker calls it)",
          lambda: serializer.dumps(data)),
-        ('  of which check_json (validation walk)',
-         lambda: [tcjson.check_json(v, [k]) for k, v in data.items()]),
-        ('  of which the JSON encode', lambda: tcjson._dumps(data)),
         ("save: Beaker's b64encode", lambda: base64.b64encode(text)),
-        ('save: tcjson _encode_session (b64decode, decode, add _expires, '
-         'encode)', lambda: manager._encode_session(payload)),
-        ('save: put round trip (pool)', lambda: pool.request('put', key, record)),
-        ('load: get round trip (pool)', lambda: pool.request('get', key)),
-        ('load: tcjson __getitem__ minus the get (decode, pop, encode, '
-         'b64encode)', lambda: base64.b64encode(tcjson._dumps(
-             dict(simplejson.loads(record), _expires=None)))),
+        ('save: manager.set_value(session) in all (includes one put)',
+         lambda: manager.set_value('session', payload)),
+        ('save: put round trip alone (pool)',
+         lambda: pool.request('put', key, stored)),
+        ('load: manager[session] in all (includes one get)',
+         lambda: manager['session']),
+        ('load: get round trip alone (pool)', lambda: pool.request('get', key)),
+        ('load: one simplejson.loads of the record',
+         lambda: simplejson.loads(stored)),
         ("load: Beaker's b64decode", lambda: base64.b64decode(payload)),
-        ('load: JSONSerializer.loads', lambda: serializer.loads(text)),
-        ('  simplejson.loads as is (py2: Python bounded_int per integer)',
-         lambda: simplejson.loads(text)),
-        ('  simplejson.loads(parse_int=int)',
+        ('load: JSONSerializer.loads (Beaker calls it)',
+         lambda: serializer.loads(text)),
+        ('info: simplejson.loads as is (py2: a Python bounded_int call per '
+         'integer)', lambda: simplejson.loads(text)),
+        ('info: simplejson.loads(parse_int=int)',
          lambda: simplejson.loads(text, parse_int=int)),
+        ('info: check_json walk over the session (full type check)',
+         lambda: [tcjson.check_json(v, [k]) for k, v in data.items()]),
     ]
+    record = stored
     sock = socket.create_connection((pool.host, pool.port))
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     get_request = struct.pack('>BBI', 0xC8, 0x30, len(key)) + key
 
-    pool.request('put', key, record)
     answer_size = 5 + len(record)             # status, length, value
 
     def bare_get():
