@@ -45,7 +45,7 @@ PAYLOADS = {'small': small_payload, 'large': large_payload}
 
 
 def payload_json_size(size):
-    return len(json.dumps(PAYLOADS[size]()))
+    return len(json.dumps(PAYLOADS[size](), separators=(',', ':')))
 
 
 def counting_app(size):

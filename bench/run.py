@@ -41,6 +41,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
+import diagnose_tcjson  # noqa: E402
 import fullstack  # noqa: E402
 import inproc  # noqa: E402
 import peers  # noqa: E402
@@ -321,7 +322,7 @@ def _fmt(value, pattern='%.0f'):
     return '-' if value is None else pattern % value
 
 
-def report(args, info, part1, part2, part3, verdicts, elapsed):
+def report(args, info, part1, part2, part3, verdicts, elapsed, diagnosis=None):
     lines = ['# Session backend benchmark', '',
              'Command: `%s`%s' % (' '.join([os.path.relpath(sys.executable)] +
                                             sys.argv), ' (quick mode)' if args.quick else ''),
@@ -358,6 +359,16 @@ def report(args, info, part1, part2, part3, verdicts, elapsed):
             lines.append('| %s | %s, %d B | %.1f | %.1f |' % (
                 row['client'], row['size'], row['bytes'], row['get_us'],
                 row['put_us']))
+    if diagnosis:
+        lines += ['', '### 1b. ext:tcjson step by step (client side, medians, '
+                  'each step timed alone; bench/diagnose_tcjson.py)', '',
+                  '| step | ' + ' | '.join('%s (%d B JSON) µs' % (size, text_len)
+                                          for size, text_len, _ in diagnosis) + ' |',
+                  '|---|' + '---:|' * len(diagnosis)]
+        names = [name for name, _ in diagnosis[0][2]]
+        for index, name in enumerate(names):
+            lines.append('| %s | %s |' % (name, ' | '.join(
+                '%.1f' % steps[index][1] for _, _, steps in diagnosis)))
     lines += ['', '## 2. Full stack: paster serve (threaded) + wrk, one session cookie', '',
               '%d s per row.' % args.seconds, '',
               '| app / sessions | connections | req/s | p50 µs | p99 µs | requests | non-2xx | Tyrant commands/req |',
@@ -398,8 +409,8 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--quick', action='store_true',
                         help='tiny smoke run (well under a minute)')
-    parser.add_argument('--parts', default='inproc,fullstack,scale',
-                        help='comma list of inproc, fullstack, scale')
+    parser.add_argument('--parts', default='inproc,diagnose,fullstack,scale',
+                        help='comma list of inproc, diagnose, fullstack, scale')
     parser.add_argument('--requests', type=int, help='requests per round')
     parser.add_argument('--rounds', type=int, help='rounds per backend')
     parser.add_argument('--warmup', type=int, help='warm-up requests')
@@ -441,6 +452,7 @@ def main(argv=None):
     part2 = {'rows': [], 'notes': ['not run']}
     part3 = {'rows': [], 'notes': ['not run']}
     server_versions = {}
+    diagnosis = None
     try:
         progress('starting peer servers')
         backends = build_backends(started)
@@ -450,6 +462,16 @@ def main(argv=None):
             progress('part 1: in-process session cost (%d rounds x %d requests)'
                      % (args.rounds, args.requests))
             part1 = run_inproc(backends, args)
+        if 'diagnose' in args.parts:
+            tyrant = [p for p in started if p.kind == 'tcjson-tyrant']
+            if tyrant:
+                progress('part 1b: ext:tcjson step by step (client side)')
+                try:
+                    diagnosis = diagnose_tcjson.run(
+                        tyrant[0], 300 if args.quick else 2000)
+                except Exception as exc:           # tcjson missing or changed
+                    progress('  diagnosis failed: %s' % exc)
+                    diagnosis = None
         if 'fullstack' in args.parts:
             progress('part 2: full stack (paster serve + wrk, %d s per row)'
                      % args.seconds)
@@ -467,7 +489,7 @@ def main(argv=None):
             peer.stop()
     verdicts = targets(part1['rows'], part2, part3, part1.get('per_round'))
     text = report(args, machine_info(server_versions), part1, part2, part3,
-                  verdicts, time.time() - started_at)
+                  verdicts, time.time() - started_at, diagnosis)
     print()
     print(text.encode('utf-8'))
     for name, status, detail in verdicts:
