@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from test_faults_support import SessionClient, Stack, make_project, raw_get
+from test_faults_support import SessionClient, make_project, raw_get, run_stack
 
 THREADS, REQUESTS = 32, 500
 
@@ -26,9 +26,8 @@ def project(tmpdir_factory):
 
 @pytest.fixture
 def stack(project, tmpdir):
-    stack = Stack(project, tmpdir).start()
-    yield stack
-    stack.stop()
+    for stack in run_stack(project, tmpdir):
+        yield stack
 
 
 def run_threads(count, target):

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from test_faults_support import Load, Stack, cpu_seconds, make_project, raw_get
+from test_faults_support import Load, cpu_seconds, make_project, raw_get, run_stack
 
 CLIENTS = 16
 # Added to connect_timeout + io_timeout for the longest request allowed.
@@ -39,9 +39,8 @@ def project(tmpdir_factory):
 
 @pytest.fixture
 def stack(project, tmpdir):
-    stack = Stack(project, tmpdir).start()
-    yield stack
-    stack.stop()
+    for stack in run_stack(project, tmpdir):
+        yield stack
 
 
 def stored_visits(project, visitor):

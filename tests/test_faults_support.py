@@ -125,6 +125,15 @@ class Stack(object):
         self.stop()
 
 
+def run_stack(project, tmpdir):
+    """Body of the test modules' `stack` fixtures: started, then stopped."""
+    stack = Stack(project, tmpdir).start()
+    try:
+        yield stack
+    finally:
+        stack.stop()
+
+
 # ----------------------------------------------------------------- processes
 
 def cpu_seconds(pid):
@@ -337,3 +346,22 @@ class Load(object):
 
     def entries(self):
         return [entry for visitor in self.visitors for entry in visitor.log]
+
+
+def raw_http(port, request, timeout=30.0):
+    """Send `request` (bytes, exactly as given) and read one response:
+    for headers that httplib would refuse or rewrite."""
+    started = time.time()
+    sock = socket.create_connection(('127.0.0.1', port), timeout)
+    try:
+        sock.sendall(request)
+        reply = httplib.HTTPResponse(sock)
+        reply.begin()
+        body = reply.read()
+        return Response(reply.status, body, reply.getheaders(), time.time() - started,
+                        cookies=reply.msg.getheaders('set-cookie'))
+    except (socket.error, httplib.HTTPException) as exc:
+        return Response(None, '', [], time.time() - started,
+                        '%s: %s' % (type(exc).__name__, exc))
+    finally:
+        sock.close()
