@@ -31,7 +31,7 @@ needs_tchmgr = pytest.mark.skipif(not os.path.exists(TCHMGR),
 def run_to_exit(args, timeout=TIMEOUT):
     """Run the CLI expecting it to stop by itself: (status, stdout, stderr)."""
     proc = subprocess.Popen(SERVER + args, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+                            stderr=subprocess.PIPE, close_fds=True)
     timer = threading.Timer(timeout, proc.kill)
     timer.start()
     try:
@@ -48,8 +48,9 @@ class Cli(object):
         self.host = host
         self.port = port or free_port()
         self.args = ['-host', host, '-port', str(self.port)] + list(args)
+        self.result = None
         self.proc = subprocess.Popen(SERVER + self.args, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE)
+                                     stderr=subprocess.PIPE, close_fds=True)
         self.first_line = self._read_line()
         assert wait_for_port(host, self.port, TIMEOUT, self.proc), self.finish()
 
@@ -64,13 +65,18 @@ class Cli(object):
         return self.finish()
 
     def finish(self):
-        timer = threading.Timer(TIMEOUT, self.proc.kill)
-        timer.start()
-        try:
-            out, err = self.proc.communicate()
-        finally:
-            timer.cancel()
-        return self.proc.returncode, out.decode('utf-8'), err.decode('utf-8')
+        """Wait for the exit (killing it after TIMEOUT); the same answer
+        however often it is called."""
+        if self.result is None:
+            timer = threading.Timer(TIMEOUT, self.proc.kill)
+            timer.start()
+            try:
+                out, err = self.proc.communicate()
+            finally:
+                timer.cancel()
+            self.result = (self.proc.returncode, out.decode('utf-8'),
+                           err.decode('utf-8'))
+        return self.result
 
 
 @pytest.fixture
@@ -79,15 +85,21 @@ def cli():
     started = []
 
     def start(*args, **kwargs):
-        server = Cli(args, **kwargs)
-        started.append(server)
+        server = Cli.__new__(Cli)
+        started.append(server)          # before it can fail: always cleaned up
+        server.__init__(args, **kwargs)
         return server
 
     yield start
     for server in started:
-        if server.proc.poll() is None:
+        if getattr(server, 'proc', None) is not None and server.proc.poll() is None:
             server.proc.kill()
-            server.proc.wait()
+    errors = [server.finish()[2] for server in started
+              if getattr(server, 'proc', None) is not None]
+    # A server that crashed, or met an internal error it survived, fails
+    # the test even when every answer the test saw was right.
+    assert not [err for err in errors if 'Traceback' in err or 'internal error' in err], \
+        errors
 
 
 # ------------------------------------------------------------ client helpers
@@ -359,11 +371,14 @@ def test_pipelined_requests_split_at_every_byte(cli):
 def test_answers_before_an_unknown_command_are_still_sent(cli):
     server = cli('*')
     sock = connect(server)
-    sock.sendall(request_bytes('put', 1, 1, b'a', b'b') + request_bytes('rnum')
+    sock.sendall(request_bytes('putcat', 1, 1, b'a', b'b') + request_bytes('rnum')
                  + b'\xc8\xee')
     assert recv_exactly(sock, 1 + 9) == b'\x00\x00' + struct.pack('>Q', 1)
     assert closed_by_server(sock)
     sock.close()
+    other = connect(server)
+    assert get(other, b'a') == b'b'          # run once, not again on hang-up
+    other.close()
 
 
 def test_misbehaving_clients_do_not_affect_others(cli):
@@ -477,7 +492,7 @@ def test_stop_right_after_the_port_opens_exits_zero(tmpdir):
 
 def test_port_zero_picks_a_free_port_and_says_which():
     proc = subprocess.Popen(SERVER + ['-port', '0'], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+                            stderr=subprocess.PIPE, close_fds=True)
     try:
         ready, _, _ = select.select([proc.stdout], [], [], TIMEOUT)
         line = proc.stdout.readline().decode('utf-8') if ready else ''
@@ -502,7 +517,7 @@ SCRIPT = os.path.join(os.path.dirname(sys.executable), 'tcjson-tyrant')
 def test_installed_console_script(tmpdir):
     port = free_port()
     proc = subprocess.Popen([SCRIPT, '-port', str(port), str(tmpdir.join('s.tch'))],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, close_fds=True)
     try:
         assert wait_for_port('127.0.0.1', port, TIMEOUT, proc)
     finally:

@@ -38,11 +38,12 @@ _OUTBUF_LIMIT = 4 * 1024 * 1024
 
 
 class _Connection(object):
-    __slots__ = ('sock', 'inbuf', 'outbuf', 'text_bytes', 'watching_out', 'reading',
-                 'peer_done')
+    __slots__ = ('sock', 'fd', 'inbuf', 'outbuf', 'text_bytes', 'watching_out',
+                 'reading', 'peer_done')
 
     def __init__(self, sock):
         self.sock = sock
+        self.fd = sock.fileno()       # kept: a closed socket has no fileno()
         self.inbuf = bytearray()
         self.outbuf = bytearray()
         self.text_bytes = 0
@@ -114,13 +115,24 @@ class TyrantServer(object):
                 conn = self.connections.get(fd)
                 if conn is None:
                     continue
-                if mask & poller.IN:
-                    self._read(conn)
-                elif mask & poller.ERR:
+                try:
+                    self._serve(conn, mask)
+                except Exception as exc:
+                    # A bug met by one connection must not end the server
+                    # for everyone: report it, drop that connection.
+                    print('tcjson-tyrant: internal error, connection dropped: %s: %s'
+                          % (type(exc).__name__, exc), file=sys.stderr)
                     self._close(conn)
-                    continue
-                if mask & poller.OUT and fd in self.connections:
-                    self._flush(conn)
+
+    def _serve(self, conn, mask):
+        poller = self.poller
+        if mask & poller.IN:
+            self._read(conn)
+        elif mask & poller.ERR:
+            self._close(conn)
+            return
+        if mask & poller.OUT and conn.fd in self.connections:
+            self._flush(conn)
 
     def stop(self):
         self.stop_requested = True
@@ -146,8 +158,8 @@ class TyrantServer(object):
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             conn = _Connection(sock)
-            self.connections[sock.fileno()] = conn
-            self.poller.register(sock.fileno(), self.poller.IN)
+            self.connections[conn.fd] = conn
+            self.poller.register(conn.fd, self.poller.IN)
 
     def _read(self, conn):
         try:
@@ -170,6 +182,7 @@ class TyrantServer(object):
         if not self._answer(conn):
             # Hang up, but first try to send what the requests before the
             # bad one earned (ttserver answers them in order, then closes).
+            del conn.inbuf[:]
             if conn.outbuf:
                 self._flush(conn)
             self._close(conn)
@@ -184,33 +197,37 @@ class TyrantServer(object):
         end = len(buf)
         magic = protocol.MAGIC
         handle = self.dispatcher.handle
-        while pos < end and len(conn.outbuf) < _OUTBUF_LIMIT:
-            if buf[pos] != magic:
-                # Not binary protocol: drop it unanswered, as noted above.
-                conn.text_bytes += end - pos
-                pos = end
-                if conn.text_bytes > _TEXT_LIMIT:
+        try:
+            while pos < end and len(conn.outbuf) < _OUTBUF_LIMIT:
+                if buf[pos] != magic:
+                    # Not binary protocol: drop it unanswered, as noted above.
+                    conn.text_bytes += end - pos
+                    pos = end
+                    if conn.text_bytes > _TEXT_LIMIT:
+                        return False
+                    break
+                try:
+                    request, pos_after = protocol.parse_request(buf, pos)
+                except protocol.NeedMore:
+                    if end - pos > protocol.MAX_REQUEST:
+                        return False
+                    break
+                except protocol.BadRequest:
                     return False
-                break
-            try:
-                request, pos_after = protocol.parse_request(buf, pos)
-            except protocol.NeedMore:
-                if end - pos > protocol.MAX_REQUEST:
+                pos = pos_after
+                try:
+                    response = handle(request)
+                except Exception as exc:        # one client's request, not the server
+                    print('tcjson-tyrant: %s failed (%s: %s); closing that connection'
+                          % (request.command, type(exc).__name__, exc), file=sys.stderr)
                     return False
-                break
-            except protocol.BadRequest:
-                return False
-            pos = pos_after
-            try:
-                response = handle(request)
-            except Exception as exc:        # one client's request, not the server
-                print('tcjson-tyrant: %s failed (%s: %s); closing that connection'
-                      % (request.command, type(exc).__name__, exc), file=sys.stderr)
-                return False
-            if response is not None:
-                conn.outbuf += response
-        if pos:
-            del buf[:pos]
+                if response is not None:
+                    conn.outbuf += response
+        finally:
+            # On every way out, including a hang-up: what was answered
+            # leaves the buffer and is never run a second time.
+            if pos:
+                del buf[:pos]
         return True
 
     def _flush(self, conn):
@@ -239,12 +256,14 @@ class TyrantServer(object):
         if pending != conn.watching_out or reading != conn.reading:
             conn.watching_out, conn.reading = pending, reading
             mask = (self.poller.IN if reading else 0) | (self.poller.OUT if pending else 0)
-            self.poller.modify(conn.sock.fileno(), mask)
+            self.poller.modify(conn.fd, mask)
 
     def _close(self, conn):
-        fd = conn.sock.fileno()
-        if self.connections.pop(fd, None) is None:
+        """Forget and close a connection; closing twice is harmless."""
+        fd = conn.fd
+        if self.connections.get(fd) is not conn:
             return
+        del self.connections[fd]
         try:
             self.poller.unregister(fd)
         except (IOError, OSError, ValueError):
