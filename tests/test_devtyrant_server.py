@@ -545,3 +545,34 @@ def test_client_that_half_closes_still_gets_every_answer(cli):
     assert recv_exactly(sock, 9) == b'\x00' + struct.pack('>Q', 1)
     assert closed_by_server(sock)
     sock.close()
+
+
+def _low_fd_limit():
+    import resource
+    resource.setrlimit(resource.RLIMIT_NOFILE, (32, 32))
+
+
+def test_out_of_file_descriptors_serves_waiting_clients_later():
+    # With 32 descriptors the server can hold about 25 clients; the rest
+    # wait in the kernel's queue and are served once others leave.
+    port = free_port()
+    proc = subprocess.Popen(SERVER + ['-port', str(port)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, close_fds=True,
+                            preexec_fn=_low_fd_limit)
+    clients = []
+    try:
+        assert wait_for_port('127.0.0.1', port, TIMEOUT, proc)
+        server = type('Address', (), {'host': '127.0.0.1', 'port': port})
+        clients = [connect(server) for _ in range(40)]
+        put(clients[0], b'k', b'v')
+        for sock in clients[:20]:
+            sock.close()
+        for sock in clients[20:]:
+            assert get(sock, b'k') == b'v'
+    finally:
+        for sock in clients:
+            sock.close()
+        proc.terminate()
+        out, err = proc.communicate()
+    assert proc.returncode == 0
+    assert 'Traceback' not in err.decode('utf-8')

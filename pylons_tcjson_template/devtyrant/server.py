@@ -93,6 +93,7 @@ class TyrantServer(object):
         self.listener.setblocking(False)
         self.address = self.listener.getsockname()
         self.connections = {}
+        self.accept_paused = False
         # Set by stop() (a signal handler) and never cleared: a signal that
         # lands before serve_forever starts must still stop it.
         self.stop_requested = False
@@ -152,8 +153,15 @@ class TyrantServer(object):
             except socket.error as exc:
                 if exc.args[0] in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR):
                     return
-                if exc.args[0] in (errno.EMFILE, errno.ENFILE, errno.ECONNABORTED):
-                    return          # try again on the next readiness event
+                if exc.args[0] == errno.ECONNABORTED:
+                    continue        # that client left already; next one
+                if exc.args[0] in (errno.EMFILE, errno.ENFILE):
+                    # Out of file descriptors.  The listener would stay
+                    # readable and spin the loop; stop watching it until a
+                    # connection closes (the kernel queues new clients).
+                    self.poller.unregister(self.listener.fileno())
+                    self.accept_paused = True
+                    return
                 raise
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -269,6 +277,9 @@ class TyrantServer(object):
         except (IOError, OSError, ValueError):
             pass
         conn.sock.close()
+        if self.accept_paused:
+            self.accept_paused = False
+            self.poller.register(self.listener.fileno(), self.poller.IN)
 
 
 def _parser():
