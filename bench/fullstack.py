@@ -150,6 +150,17 @@ class Served(object):
         self.log.close()
 
 
+def process_cpu_seconds(pid):
+    """utime + stime of a process (all its threads), from /proc."""
+    try:
+        with open('/proc/%d/stat' % pid) as stat:
+            fields = stat.read().rsplit(')', 1)[1].split()
+    except (IOError, OSError):
+        return None
+    ticks = float(os.sysconf('SC_CLK_TCK'))
+    return (int(fields[11]) + int(fields[12])) / ticks
+
+
 def session_cookie(url, cookie_name):
     """GET url once, return 'name=value' of the session cookie it sets."""
     try:
@@ -215,23 +226,33 @@ def run_one(label, ini, port, path, cookie_name, pythonpath, workdir,
             raise Unavailable('%s: page did not change between two requests '
                               'with the session cookie' % label)
         wrk(url, cookie, 1, 1)                   # warm-up
+        pid = served.process.pid
         for conns in connections:
-            before = counter.counter() if counter else None
-            result = wrk(url, cookie, conns, seconds)
-            if not result['requests']:
+            for attempt in (1, 2):
+                before, tyrant_cpu = (counter.snapshot() if counter
+                                      else (None, None))
+                app_cpu = process_cpu_seconds(pid)
+                result = wrk(url, cookie, conns, seconds)
+                app_cpu_after = process_cpu_seconds(pid)
+                if result['requests'] or attempt == 2:
+                    break
                 # Seen once in a 1 s quick run: wrk finished without a
                 # response.  Show its output and measure again.
                 progress('  wrk gave no requests; its output:\n%s\n  '
                          'running it again' % result['raw'])
-                before = counter.counter() if counter else None
-                result = wrk(url, cookie, conns, seconds)
-            if counter and result['requests']:
-                # wrk counts completed responses; requests cut off at the
-                # end of the run add a little.
+            done = float(result['requests'] or 1)
+            # wrk counts completed responses; requests cut off at the end
+            # of the run add a little to the per-request figures.
+            result['app_cpu_us'] = ((app_cpu_after - app_cpu) / done * 1e6
+                                    if app_cpu is not None
+                                    and app_cpu_after is not None else None)
+            if counter:
+                after, tyrant_cpu_after = counter.snapshot()
                 result['cmds_per_req'] = counter.commands_between(
-                    before, counter.counter()) / float(result['requests'])
+                    before, after) / done
+                result['tyrant_cpu_us'] = (tyrant_cpu_after - tyrant_cpu) / done * 1e6
             else:
-                result['cmds_per_req'] = None
+                result['cmds_per_req'] = result['tyrant_cpu_us'] = None
             result['label'] = label
             progress('  full stack %-42s c=%-3d %8.1f req/s  p50 %s us  '
                      'non-2xx %d' % (label, conns, result['rps'],

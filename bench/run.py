@@ -371,13 +371,15 @@ def report(args, info, part1, part2, part3, verdicts, elapsed, diagnosis=None):
                 '%.1f' % steps[index][1] for _, _, steps in diagnosis)))
     lines += ['', '## 2. Full stack: paster serve (threaded) + wrk, one session cookie', '',
               '%d s per row.' % args.seconds, '',
-              '| app / sessions | connections | req/s | p50 µs | p99 µs | requests | non-2xx | Tyrant commands/req |',
-              '|---|---:|---:|---:|---:|---:|---:|---:|']
+              '| app / sessions | connections | req/s | p50 µs | p99 µs | requests | non-2xx '
+              '| Tyrant commands/req | app process CPU µs/req | Tyrant CPU µs/req |',
+              '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|']
     for row in part2['rows']:
-        lines.append('| %s | %d | %.1f | %s | %s | %d | %d | %s |' % (
+        lines.append('| %s | %d | %.1f | %s | %s | %d | %d | %s | %s | %s |' % (
             row['label'], row['connections'], row['rps'], _fmt(row['p50_us']),
             _fmt(row['p99_us']), row['requests'], row['non2xx'],
-            _fmt(row['cmds_per_req'], '%.2f')))
+            _fmt(row['cmds_per_req'], '%.2f'), _fmt(row.get('app_cpu_us')),
+            _fmt(row.get('tyrant_cpu_us'))))
     for note in part2['notes']:
         lines.append('- ' + note)
     lines += ['', '## 3. Scale: purge_expired on a .tch file (tcjson-tyrant)', '',
