@@ -139,14 +139,19 @@ if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c 'import sys; assert sys.ve
 else
     host_python=$(command -v python3 || true)
     [ -n "$host_python" ] || die "python3 is needed to run virtualenv"
+    # virtualenv 20.22 dropped Python 2 targets; an older one goes into
+    # .cache/ (never into the system) and is on PYTHONPATH for this one call.
+    bootstrap="$here/.cache/virtualenv"
+    venv_path=""
     if ! "$host_python" -c 'import virtualenv, sys; v = tuple(int(p) for p in virtualenv.__version__.split(".")[:2]); sys.exit(v >= (20, 22))' 2>/dev/null; then
-        note "installing virtualenv<20.22 for $host_python"
-        bootstrap="$here/.cache/virtualenv"
-        "$host_python" -m pip install -q --disable-pip-version-check --target "$bootstrap" 'virtualenv<20.22'
-        export PYTHONPATH="$bootstrap${PYTHONPATH:+:$PYTHONPATH}"
+        if ! PYTHONPATH="$bootstrap" "$host_python" -c 'import virtualenv' 2>/dev/null; then
+            note "installing virtualenv<20.22 into .cache/ for $host_python"
+            "$host_python" -m pip install -q --disable-pip-version-check --target "$bootstrap" 'virtualenv<20.22'
+        fi
+        venv_path="$bootstrap"
     fi
     rm -rf "$venv"
-    "$host_python" -m virtualenv -q -p "$py27" "$venv"
+    PYTHONPATH="$venv_path" "$host_python" -m virtualenv -q -p "$py27" "$venv"
     note "created: $("$venv/bin/python" -V 2>&1)"
 fi
 

@@ -8,7 +8,6 @@ bystander's session (made before the case) must still count on.
 (A Tyrant that answers garbage is tests/test_tcjson_hostile_server.py.)
 """
 import json
-import os
 import random
 
 import pytest
