@@ -19,7 +19,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 
 try:
     from urllib2 import Request, urlopen, HTTPError
@@ -27,7 +26,7 @@ except ImportError:                      # pragma: no cover (py3)
     from urllib.request import Request, urlopen
     from urllib.error import HTTPError
 
-from pylons_tcjson_template.devtyrant.launcher import free_port, wait_for_port
+from pylons_tcjson_template.devtyrant.launcher import end_process, free_port, wait_for_port
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 VISIT_PATH = '/benchvisit/index'
@@ -139,14 +138,7 @@ class Served(object):
                               % (ini, log_path))
 
     def stop(self):
-        if self.process.poll() is None:
-            self.process.terminate()
-            deadline = time.time() + 10
-            while self.process.poll() is None and time.time() < deadline:
-                time.sleep(0.05)
-            if self.process.poll() is None:
-                self.process.kill()
-                self.process.wait()
+        end_process(self.process)
         self.log.close()
 
 

@@ -11,10 +11,9 @@ from __future__ import print_function
 import os
 import socket
 import subprocess
-import time
 
 from pylons_tcjson_template.devtyrant.launcher import (
-    TyrantProcess, find_ttserver, free_port, wait_for_port)
+    TyrantProcess, end_process, find_ttserver, free_port, wait_for_port)
 
 
 def which(name):
@@ -66,14 +65,8 @@ class Peer(object):
         return self
 
     def stop(self):
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            deadline = time.time() + 10
-            while self.process.poll() is None and time.time() < deadline:
-                time.sleep(0.02)
-            if self.process.poll() is None:
-                self.process.kill()
-                self.process.wait()
+        if self.process is not None:
+            end_process(self.process)
 
     def calibrate(self):
         """What two back-to-back counter reads differ by with no traffic."""

@@ -22,11 +22,12 @@ import optparse
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
+
+from .devtyrant.launcher import end_process, wait_for_port
 
 PROJECT = 'TcjsonDemo'
 
@@ -40,22 +41,7 @@ def _paster():
 
 
 def _listening(host, port):
-    try:
-        socket.create_connection((host, port), 0.3).close()
-        return True
-    except socket.error:
-        return False
-
-
-def _wait_for(host, port, process, timeout):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if process.poll() is not None:
-            return False
-        if _listening(host, port):
-            return True
-        time.sleep(0.1)
-    return False
+    return wait_for_port(host, port, 0.3)
 
 
 def generate(target, http_port, tyrant_port, out=sys.stdout):
@@ -123,13 +109,7 @@ def _stop(process, name, out):
     if process is None or process.poll() is not None:
         return
     print('Stopping %s (pid %d)' % (name, process.pid), file=out)
-    process.send_signal(signal.SIGTERM)
-    deadline = time.time() + 10
-    while process.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    if process.poll() is None:
-        process.kill()
-        process.wait()
+    end_process(process, signal.SIGTERM)
 
 
 def run(target, install_project=True, http_port=5000, tyrant_port=1978,
@@ -174,12 +154,12 @@ def run(target, install_project=True, http_port=5000, tyrant_port=1978,
         else:
             tyrant = subprocess.Popen(_paster() + ['tyrant', 'development.ini'],
                                       cwd=target, env=env)
-            if not _wait_for(tyrant_host, tyrant_port, tyrant, 30):
+            if not wait_for_port(tyrant_host, tyrant_port, 30, tyrant):
                 raise SystemExit('paster tyrant did not start on %s:%d'
                                  % (tyrant_host, tyrant_port))
         server = subprocess.Popen(_paster() + ['serve', 'development.ini'],
                                   cwd=target, env=env)
-        if not _wait_for(http_host, http_port, server, 60):
+        if not wait_for_port(http_host, http_port, 60, server):
             raise SystemExit('paster serve did not start on %s:%d'
                              % (http_host, http_port))
         url = 'http://%s:%d/' % (http_host, http_port)

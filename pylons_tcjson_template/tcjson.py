@@ -208,6 +208,29 @@ def _dumps(value, name='value'):
 RESERVED_KEYS = ('_expires', 'tcjson')
 
 
+class _LastParse(threading.local):
+    """The record a TyrantNamespaceManager just parsed, per thread.
+
+    Loading a session, Beaker takes the record from the manager as base64
+    and hands the decoded bytes to JSONSerializer.loads: without this memo
+    the JSON would be parsed twice (the manager must parse it to check it
+    is an object).  The memo is used once and only for the very same bytes,
+    so it can only ever give back the parse of what was asked for.
+    """
+    raw = record = None
+
+    def remember(self, raw, record):
+        self.raw, self.record = raw, record
+
+    def take(self, raw):
+        memo_raw, record = self.raw, self.record
+        self.raw = self.record = None
+        return record if memo_raw is not None and memo_raw == raw else None
+
+
+_last_parse = _LastParse()
+
+
 class JSONSerializer(object):
     """Beaker ``data_serializer``: session dict <-> JSON text."""
 
@@ -219,6 +242,10 @@ class JSONSerializer(object):
         return _dumps(data, 'session')
 
     def loads(self, data):
+        value = _last_parse.take(data)
+        if value is not None:                    # parsed and checked already
+            value.pop('_expires', None)
+            return value
         if data[:1] == '\x78':                   # Beaker's zlib'ed 'json' serializer
             try:
                 data = zlib.decompress(data)
@@ -550,6 +577,7 @@ class TyrantNamespaceManager(NamespaceManager):
             raise unreadable('JSON %s, not an object' % type(record).__name__)
         if record.get('tcjson') == OPAQUE:
             return _bytes(record.get('data', ''))
+        _last_parse.remember(raw, record)
         return base64.b64encode(raw)
 
     def _encode_session(self, payload):

@@ -40,12 +40,14 @@ import sys
 import threading
 import time
 
+from pylons_tcjson_template.devtyrant.launcher import free_port
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), 'tests'))
 
 from test_faults_support import (Project, SessionClient, Stack, cpu_seconds,  # noqa: E402
                                  make_project, raw_get, raw_put, set_ini_value)
-from test_template_support import free_port, project_env  # noqa: E402
+from test_template_support import project_env  # noqa: E402
 
 NAME = 'SoakApp'
 MARGIN = 2.0            # seconds over connect + io timeout (see the tests)

@@ -6,7 +6,6 @@ real ttserver where one is on PATH (or named by $TCJSON_TTSERVER), the
 development server tcjson-tyrant otherwise.
 """
 import socket
-import struct
 
 import pytest
 

@@ -12,7 +12,8 @@ import sys
 import time
 import urllib2
 
-from test_template_support import free_port, wait_for_port
+from pylons_tcjson_template.devtyrant.launcher import end_process, free_port
+from test_template_support import wait_for_port
 
 DEMO = os.path.join(os.path.dirname(os.path.abspath(sys.executable)),
                     'tcjson-demo')
@@ -36,13 +37,7 @@ def start_demo(directory, http_port, tyrant_port, log):
 
 
 def stop_demo(process):
-    process.send_signal(signal.SIGINT)          # Ctrl-C
-    deadline = time.time() + 30
-    while process.poll() is None and time.time() < deadline:
-        time.sleep(0.1)
-    if process.poll() is None:
-        process.kill()
-    return process.wait()
+    return end_process(process, signal.SIGINT, timeout=30)    # Ctrl-C
 
 
 def visits(opener, port):

@@ -18,9 +18,8 @@ from HTMLParser import HTMLParser
 
 import pytyrant
 
-from pylons_tcjson_template.devtyrant.launcher import TyrantProcess
-from test_template_support import (Served, develop_install, free_port, generate,
-                                   set_ini_value)
+from pylons_tcjson_template.devtyrant.launcher import TyrantProcess, free_port
+from test_template_support import Served, develop_install, generate, set_ini_value
 
 unescape = HTMLParser().unescape
 CLOCK_TICKS = float(os.sysconf('SC_CLK_TCK'))

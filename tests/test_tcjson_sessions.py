@@ -2,6 +2,7 @@
 import datetime
 import socket
 import struct
+import threading
 import time
 
 import pytest
@@ -166,3 +167,31 @@ def test_the_default_pickle_serializer_also_works_through_the_envelope(tyrant):
                                              'session.url': tyrant.url}))
     client.get('/')
     assert client.get('/').body == '2'
+
+
+def test_a_loaded_record_is_parsed_once_and_only_for_its_own_bytes(tyrant, monkeypatch):
+    """The manager parses the record to check it; JSONSerializer.loads then
+    reuses that parse instead of parsing again, but only for identical
+    bytes, only once, and only in the thread that parsed it."""
+    app = session_app(tyrant.url)
+    app.get('/inc')
+    parses = []
+    real_loads = json.loads
+    monkeypatch.setattr(tcjson.json, 'loads',
+                        lambda *a, **k: parses.append(1) or real_loads(*a, **k))
+    response = app.get('/inc')
+    assert len(parses) == 1                 # (simplejson.loads is json.loads here)
+    assert response.json['data']['counter'] == 2
+
+    serializer = tcjson.JSONSerializer()
+    tcjson._last_parse.remember('{"a":1}', {'a': 'memo'})
+    assert serializer.loads('{"a":2}') == {'a': 2}           # other bytes: parsed
+    assert serializer.loads('{"a":1}') == {'a': 1}           # the memo went with it
+    tcjson._last_parse.remember('{"a":1,"_expires":9}', {'a': 'memo', '_expires': 9})
+    seen = []
+    thread = threading.Thread(target=lambda: seen.append(
+        serializer.loads('{"a":1,"_expires":9}')))
+    thread.start()
+    thread.join()
+    assert seen == [{'a': 1}]                                # not this thread's memo
+    assert serializer.loads('{"a":1,"_expires":9}') == {'a': 'memo'}

@@ -20,7 +20,8 @@ import time
 
 import pytest
 
-from test_template_support import Served, free_port, generate, project_env
+from pylons_tcjson_template.devtyrant.launcher import end_process, free_port
+from test_template_support import Served, generate, project_env
 
 CHROMIUM = os.environ.get('TCJSON_CHROMIUM', '/usr/bin/chromium')
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -198,12 +199,7 @@ class PipeBrowser(object):
                     self.call('Browser.close', browser_level=True, timeout=5)
                 except CDPError:
                     pass
-                deadline = time.time() + 10
-                while self.process.poll() is None and time.time() < deadline:
-                    time.sleep(0.05)
-                if self.process.poll() is None:
-                    self.process.kill()
-                    self.process.wait()
+                end_process(self.process, signum=None)
         finally:
             for fd in (self.to_child, self.from_child):
                 try:

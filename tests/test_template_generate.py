@@ -5,7 +5,6 @@ import re
 import sys
 
 import pytest
-from paste.deploy import appconfig
 
 from test_template_support import (PASTER, develop_install, generate,
                                    paster_create, project_env, run)

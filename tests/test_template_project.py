@@ -15,8 +15,9 @@ from HTMLParser import HTMLParser
 import pytest
 import pytyrant
 
+from pylons_tcjson_template.devtyrant.launcher import end_process, free_port
 from test_template_support import (NOSETESTS, PASTER, Served, develop_install,
-                                   free_port, generate, run, wait_for_port)
+                                   generate, run, wait_for_port)
 
 unescape = HTMLParser().unescape
 
@@ -50,15 +51,7 @@ class PasterTyrant(object):
 
     def stop(self, signum=signal.SIGINT):
         """Ctrl-C (SIGINT) by default, as a developer stops it."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signum)
-            deadline = time.time() + 15
-            while self.process.poll() is None and time.time() < deadline:
-                time.sleep(0.05)
-            if self.process.poll() is None:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
+        return end_process(self.process, signum, timeout=15)
 
 
 class Browser(object):

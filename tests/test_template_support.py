@@ -7,10 +7,13 @@ amounts to (the directory holds the .egg-info that pkg_resources and
 paster look for).  So parallel runs cannot disturb each other or the venv.
 """
 import os
-import socket
+import signal
 import subprocess
 import sys
 import time
+
+from pylons_tcjson_template.devtyrant import launcher
+from pylons_tcjson_template.devtyrant.launcher import end_process
 
 BIN = os.path.dirname(os.path.abspath(sys.executable))
 PASTER = os.path.join(BIN, 'paster')
@@ -81,26 +84,9 @@ def develop_install(project_dir, scratch):
     return project_env(project_dir)
 
 
-def free_port():
-    probe = socket.socket()
-    try:
-        probe.bind(('127.0.0.1', 0))
-        return probe.getsockname()[1]
-    finally:
-        probe.close()
-
-
 def wait_for_port(port, process=None, timeout=60):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if process is not None and process.poll() is not None:
-            return False
-        try:
-            socket.create_connection(('127.0.0.1', port), 0.3).close()
-            return True
-        except socket.error:
-            time.sleep(0.1)
-    return False
+    """Whether 127.0.0.1:port accepts connections within `timeout`."""
+    return launcher.wait_for_port('127.0.0.1', port, timeout, process)
 
 
 class Served(object):
@@ -132,14 +118,8 @@ class Served(object):
         return self
 
     def stop(self):
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            deadline = time.time() + 10
-            while self.process.poll() is None and time.time() < deadline:
-                time.sleep(0.05)
-            if self.process.poll() is None:
-                self.process.kill()
-                self.process.wait()
+        if self.process is not None:
+            end_process(self.process, signal.SIGTERM)
 
     def __enter__(self):
         return self.start()

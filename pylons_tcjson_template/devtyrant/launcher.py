@@ -63,6 +63,23 @@ def wait_for_port(host, port, timeout, process=None):
     return False
 
 
+def end_process(process, signum=signal.SIGTERM, timeout=10.0):
+    """Send `signum` (None: send nothing), wait up to `timeout`, then SIGKILL.
+
+    Returns the exit status.  Every child a test or benchmark starts is
+    ended this way, so none outlives its run, even one that ignores signals.
+    """
+    if process.poll() is None and signum is not None:
+        process.send_signal(signum)
+    deadline = time.time() + timeout
+    while process.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    if process.poll() is None:
+        process.kill()
+        process.wait()
+    return process.returncode
+
+
 class TyrantProcess(object):
     """A ttserver (or development server) child process on one port."""
 
@@ -112,26 +129,17 @@ class TyrantProcess(object):
     def running(self):
         return self.process is not None and self.process.poll() is None
 
-    def _signal_and_wait(self, signum, timeout):
-        if not self.running:
-            return
-        self.process.send_signal(signum)
-        deadline = time.time() + timeout
-        while self.process.poll() is None and time.time() < deadline:
-            time.sleep(0.01)
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-
     def stop(self, timeout=10.0):
         """SIGTERM: the server syncs its database and exits."""
         self.resume()
-        self._signal_and_wait(signal.SIGTERM, timeout)
+        if self.running:
+            end_process(self.process, signal.SIGTERM, timeout)
         return self.process.returncode if self.process else None
 
     def kill(self):
         """SIGKILL: a crash, nothing synced."""
-        self._signal_and_wait(signal.SIGKILL, 10.0)
+        if self.running:
+            end_process(self.process, signal.SIGKILL)
 
     def pause(self):
         """SIGSTOP: the server hangs with its sockets open."""
