@@ -101,6 +101,7 @@ MAX_REPLY = 256 * 1024 * 1024
 LOCK_EXPIRES = 60.0          # seconds before another process may take a lock over
 OPAQUE = 'beaker-opaque'
 _ALL = 0x7fffffff            # "no limit" for fwmkeys
+_RECV_SIZE = 64 * 1024       # bytes asked of the socket per read
 
 
 class TcjsonError(Exception):
@@ -277,10 +278,15 @@ def parse_url(url):
 class _Socket(object):
     """What pytyrant calls a socket: sendall/recv, but recv raises
     TyrantUnavailable on EOF and timeout where pytyrant would spin forever.
-    Writes are buffered until the first recv, so a request is one packet."""
+
+    Writes are buffered until the first recv, so a request is one packet.
+    Reads are buffered too: pytyrant asks for a reply in pieces (status
+    byte, length, value), and each piece would cost a system call and a
+    release of the GIL; one recv usually brings the whole reply."""
 
     def __init__(self, url, host, port, connect_timeout, io_timeout):
         self.url, self.io_timeout, self.pid, self.out = url, io_timeout, os.getpid(), []
+        self.inbuf, self.inpos = '', 0
         self.received = 0           # bytes of the current reply so far
         try:
             self.sock = socket.create_connection((host, port), connect_timeout)
@@ -291,6 +297,8 @@ class _Socket(object):
             raise TyrantUnavailable(url, 'cannot connect: %s' % exc)
         self.sock.settimeout(io_timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.idle_poller = select.poll()
+        self.idle_poller.register(self.sock, select.POLLIN | select.POLLERR | select.POLLHUP)
         self.tyrant = _Tyrant(self)
 
     def _io(self, call, *args):
@@ -310,21 +318,24 @@ class _Socket(object):
             data, self.out = ''.join(self.out), []
             self._io(self.sock.sendall, data)
             self.received = 0
-        chunk = self._io(self.sock.recv, size)
-        if not chunk:
-            raise TyrantUnavailable(self.url, 'server closed the connection', broken=True)
-        self.received += len(chunk)
-        if self.received > MAX_REPLY:
-            raise TyrantUnavailable(self.url, 'protocol error: reply over %d bytes'
-                                    % MAX_REPLY, broken=True)
-        return chunk
+        if self.inpos >= len(self.inbuf):
+            chunk = self._io(self.sock.recv, max(size, _RECV_SIZE))
+            if not chunk:
+                raise TyrantUnavailable(self.url, 'server closed the connection',
+                                        broken=True)
+            self.received += len(chunk)
+            if self.received > MAX_REPLY:
+                raise TyrantUnavailable(self.url, 'protocol error: reply over %d bytes'
+                                        % MAX_REPLY, broken=True)
+            self.inbuf, self.inpos = chunk, 0
+        start = self.inpos
+        self.inpos = start + size
+        return self.inbuf[start:self.inpos]
 
     def idle_ok(self):
         """An idle connection must have nothing to read: data or EOF means
         the server went away (restart) or the stream is out of step."""
-        poller = select.poll()
-        poller.register(self.sock, select.POLLIN | select.POLLERR | select.POLLHUP)
-        return not poller.poll(0)
+        return self.inpos >= len(self.inbuf) and not self.idle_poller.poll(0)
 
     def close(self):
         self.sock.close()

@@ -261,3 +261,19 @@ def test_an_expired_lock_is_taken_over_and_its_old_owner_cannot_release_it(tyran
     first.release()                                # not the owner any more
     assert json.loads(raw_get(tyrant, 'beaker:lock:ns:report'))['owner'] == second.owner()
     second.release()
+
+
+def test_a_reply_costs_one_read_from_the_socket(tyrant):
+    """pytyrant reads a reply in pieces (status, length, value); the
+    connection reads it whole, once, and hands out the pieces."""
+    nsm = manager(tyrant, 'reads')
+    nsm['k'] = {'value': 'x' * 1000}
+    conn = nsm.pool._idle[0]
+    reads = []
+    real_recv = conn.sock.recv
+    conn.sock.recv = lambda size: reads.append(size) or real_recv(size)
+    assert nsm['k'] == {'value': 'x' * 1000}
+    assert len(reads) == 1
+    nsm['k'] = {'value': 'y'}
+    assert len(reads) == 2
+    assert nsm.pool._idle == [conn] and conn.idle_ok()     # nothing left over
