@@ -13,6 +13,8 @@ import io
 import json
 import pstats
 import shutil
+import socket
+import struct
 import tempfile
 import timeit
 
@@ -343,6 +345,12 @@ def roundtrip_latency(tyrant, memcached, redis_peer, count=2000):
         import redis
         rc = redis.StrictRedis(host=redis_peer.host, port=redis_peer.port)
         clients.append(('redis-py -> redis', rc.get, rc.set))
+    if tyrant is not None and tyrant.process is not None:
+        clients.append(('bare socket -> %s' % tyrant.kind,
+                        ) + BareSocket(tyrant, tyrant_get, tyrant_put).calls())
+    if memcached is not None and memcached.process is not None:
+        clients.append(('bare socket -> memcached',)
+                       + BareSocket(memcached, memcached_get, memcached_set).calls())
     for name, get, put in clients:
         for size in ('small', 'large'):
             key, value = 'rtt-probe-%s' % size, values[size]
@@ -351,3 +359,51 @@ def roundtrip_latency(tyrant, memcached, redis_peer, count=2000):
                          'get_us': median_us(lambda: get(key)),
                          'put_us': median_us(lambda: put(key, value))})
     return rows
+
+
+# What a request and its reply are on the wire, for the bare-socket rows:
+# the floor under any client library, the machine's loopback round trip.
+def tyrant_get(key, value):
+    return (struct.pack('>BBI', 0xC8, 0x30, len(key)) + key, 5 + len(value))
+
+
+def tyrant_put(key, value):
+    return (struct.pack('>BBII', 0xC8, 0x10, len(key), len(value)) + key + value, 1)
+
+
+def memcached_get(key, value):
+    header = 'VALUE %s 0 %d\r\n' % (key, len(value))
+    return ('get %s\r\n' % key, len(header) + len(value) + len('\r\nEND\r\n'))
+
+
+def memcached_set(key, value):
+    return ('set %s 0 0 %d\r\n%s\r\n' % (key, len(value), value), len('STORED\r\n'))
+
+
+class BareSocket(object):
+    """get/put as one sendall and reads of the known reply size, nothing else."""
+
+    def __init__(self, peer, get_bytes, put_bytes):
+        self.sock = socket.create_connection((peer.host, peer.port), 5)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.get_bytes, self.put_bytes = get_bytes, put_bytes
+        self.values = {}
+
+    def _exchange(self, request, reply_size):
+        self.sock.sendall(request)
+        got = 0
+        while got < reply_size:
+            chunk = self.sock.recv(reply_size - got)
+            if not chunk:
+                raise RuntimeError('server closed the connection')
+            got += len(chunk)
+
+    def put(self, key, value):
+        self.values[key] = value
+        self._exchange(*self.put_bytes(key, value))
+
+    def get(self, key):
+        self._exchange(*self.get_bytes(key, self.values[key]))
+
+    def calls(self):
+        return self.get, self.put

@@ -228,9 +228,19 @@ def round_ratios(per_round, size, ref):
     return sorted(ratios)
 
 
-def targets(part1, part2, part3, per_round=None):
+def loopback_floor(rtt):
+    """Median µs of the cheapest bare-socket round trip (small value) in
+    this run, or None: what one round trip costs here before any client
+    library, Python included, does anything."""
+    bare = [row['get_us'] for row in rtt or []
+            if row['client'].startswith('bare socket') and row['size'] == 'small']
+    return min(bare) if bare else None
+
+
+def targets(part1, part2, part3, per_round=None, rtt=None):
     per_round = per_round or {}
     out = []
+    floor = loopback_floor(rtt)
 
     def add(name, status, detail):
         out.append((name, status, detail))
@@ -255,6 +265,10 @@ def targets(part1, part2, part3, per_round=None):
                               ours['overhead_us'] / other['overhead_us']
                               if other['overhead_us'] else float('inf'),
                               ' '.join('%.2f' % r for r in ratios) or '-'))
+            if floor is not None and 2 * floor > limit:
+                details[-1] += (' -- out of reach on this machine: the 2 round '
+                                'trips alone cost %.0f us over bare sockets'
+                                % (2 * floor))
         status = ('not measured' if None in verdicts else
                   'met' if all(verdicts) else 'MISSED')
         add("tcjson overhead over memory <= %s x %s's" % (factor, label),
@@ -269,6 +283,12 @@ def targets(part1, part2, part3, per_round=None):
         add('(info) tcjson overhead over memory + the same JSONSerializer',
             'info', '; '.join(details) + ' -- the backend alone, serializer '
             'cost taken out')
+
+    if floor is not None:
+        add('(info) loopback round trip floor', 'info',
+            '%.0f us: the cheapest bare-socket get in this run (table above); '
+            'any store that needs 2 round trips per request adds at least %.0f us'
+            % (floor, 2 * floor))
 
     trips = [(size, _find(part1, TCJSON, size)) for size in ('small', 'large')]
     if all(row for _, row in trips):
@@ -293,6 +313,12 @@ def targets(part1, part2, part3, per_round=None):
             verdicts.append(ratio >= 0.85)
             details.append('c=%d: %.0f vs %.0f req/s = %.3f'
                            % (conns, ours[0]['rps'], mem[0]['rps'], ratio))
+            if conns == 1 and floor is not None:
+                # One connection waits out every round trip: the best any
+                # 2-round-trip store can do is memory's time plus two floors.
+                best = 1.0 / (1.0 + 2 * floor * 1e-6 * mem[0]['rps'])
+                details[-1] += (' (at most %.3f with 2 bare round trips of %.0f us'
+                                ' and no client cost)' % (best, floor))
     if verdicts:
         add('full stack (generated app): tcjson req/s >= 0.85 x memory',
             'met' if all(verdicts) else 'MISSED', '; '.join(details))
@@ -489,7 +515,8 @@ def main(argv=None):
     finally:
         for peer in started:
             peer.stop()
-    verdicts = targets(part1['rows'], part2, part3, part1.get('per_round'))
+    verdicts = targets(part1['rows'], part2, part3, part1.get('per_round'),
+                       part1.get('rtt'))
     text = report(args, machine_info(server_versions), part1, part2, part3,
                   verdicts, time.time() - started_at, diagnosis)
     print()
