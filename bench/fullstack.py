@@ -204,86 +204,121 @@ def wrk(url, cookie, connections, seconds):
     return result
 
 
-def run_one(label, ini, port, path, cookie_name, pythonpath, workdir,
-            connections, seconds, progress, counter=None):
-    """wrk rows for one served ini.  `counter` (the Tyrant peer when the
-    sessions live there) gives server-side commands per request."""
-    served = Served(ini, port, pythonpath, os.path.join(
-        workdir, 'serve-%s.log' % re.sub(r'\W+', '_', label)))
-    rows = []
-    try:
-        url = 'http://127.0.0.1:%d%s' % (port, path)
-        cookie = session_cookie(url, cookie_name)
-        if not check_session_sticks(url, cookie):
-            raise Unavailable('%s: page did not change between two requests '
-                              'with the session cookie' % label)
-        wrk(url, cookie, 1, 1)                   # warm-up
-        pid = served.process.pid
+class Site(object):
+    """One row label: a served ini, its URL and session cookie, and the
+    Tyrant peer (`counter`) when its sessions live there."""
+
+    def __init__(self, label, ini, port, path, cookie_name, pythonpath,
+                 workdir, counter=None):
+        self.label, self.counter = label, counter
+        self.served = Served(ini, port, pythonpath, os.path.join(
+            workdir, 'serve-%s.log' % re.sub(r'\W+', '_', label)))
+        try:
+            self.url = 'http://127.0.0.1:%d%s' % (port, path)
+            self.cookie = session_cookie(self.url, cookie_name)
+            if not check_session_sticks(self.url, self.cookie):
+                raise Unavailable('%s: page did not change between two '
+                                  'requests with the session cookie' % label)
+            wrk(self.url, self.cookie, 1, 1)                  # warm-up
+        except Exception:
+            self.served.stop()
+            raise
+
+    def measure(self, connections, seconds, progress):
+        """One wrk run, with the app's (and Tyrant's) CPU and commands."""
+        pid = self.served.process.pid
+        for attempt in (1, 2):
+            before, tyrant_cpu = (self.counter.snapshot() if self.counter
+                                  else (None, None))
+            app_cpu = process_cpu_seconds(pid)
+            result = wrk(self.url, self.cookie, connections, seconds)
+            app_cpu_after = process_cpu_seconds(pid)
+            if result['requests'] or attempt == 2:
+                break
+            # Seen once in a 1 s quick run: wrk finished without a
+            # response.  Show its output and measure again.
+            progress('  wrk gave no requests; its output:\n%s\n  running it '
+                     'again' % result['raw'])
+        result['app_cpu'] = (app_cpu_after - app_cpu
+                             if None not in (app_cpu, app_cpu_after) else None)
+        if self.counter:
+            after, tyrant_cpu_after = self.counter.snapshot()
+            result['cmds'] = self.counter.commands_between(before, after)
+            result['tyrant_cpu'] = tyrant_cpu_after - tyrant_cpu
+        return result
+
+    def stop(self):
+        self.served.stop()
+
+
+def _median(values):
+    values = sorted(v for v in values if v is not None)
+    return values[len(values) // 2] if values else None
+
+
+def combine(label, connections, runs):
+    """One row from the rounds of one site at one connection count."""
+    done = float(sum(r['requests'] for r in runs) or 1)
+    seconds = sum(r['seconds'] for r in runs)
+    row = {'label': label, 'connections': connections, 'rounds': len(runs),
+           'seconds': seconds, 'requests': int(done),
+           'rps': done / seconds,
+           'round_rps': [r['rps'] for r in runs],
+           # wrk's percentiles cannot be merged: the median round's.
+           'p50_us': _median(r['p50_us'] for r in runs),
+           'p99_us': _median(r['p99_us'] for r in runs),
+           'non2xx': sum(r['non2xx'] for r in runs)}
+    cpu = [r['app_cpu'] for r in runs]
+    # wrk counts completed responses; requests cut off at the end of a run
+    # add a little to the per-request figures.
+    row['app_cpu_us'] = sum(cpu) / done * 1e6 if None not in cpu else None
+    if 'cmds' in runs[0]:
+        row['cmds_per_req'] = sum(r['cmds'] for r in runs) / done
+        row['tyrant_cpu_us'] = sum(r['tyrant_cpu'] for r in runs) / done * 1e6
+    else:
+        row['cmds_per_req'] = row['tyrant_cpu_us'] = None
+    return row
+
+
+def measure_interleaved(sites, connections, seconds, rounds, progress):
+    """Every site at every connection count, `rounds` times in turn, so
+    that a slow spell of the machine hits all rows alike."""
+    runs = dict(((site.label, conns), []) for site in sites for conns in connections)
+    for number in range(1, rounds + 1):
         for conns in connections:
-            for attempt in (1, 2):
-                before, tyrant_cpu = (counter.snapshot() if counter
-                                      else (None, None))
-                app_cpu = process_cpu_seconds(pid)
-                result = wrk(url, cookie, conns, seconds)
-                app_cpu_after = process_cpu_seconds(pid)
-                if result['requests'] or attempt == 2:
-                    break
-                # Seen once in a 1 s quick run: wrk finished without a
-                # response.  Show its output and measure again.
-                progress('  wrk gave no requests; its output:\n%s\n  '
-                         'running it again' % result['raw'])
-            done = float(result['requests'] or 1)
-            # wrk counts completed responses; requests cut off at the end
-            # of the run add a little to the per-request figures.
-            result['app_cpu_us'] = ((app_cpu_after - app_cpu) / done * 1e6
-                                    if app_cpu is not None
-                                    and app_cpu_after is not None else None)
-            if counter:
-                after, tyrant_cpu_after = counter.snapshot()
-                result['cmds_per_req'] = counter.commands_between(
-                    before, after) / done
-                result['tyrant_cpu_us'] = (tyrant_cpu_after - tyrant_cpu) / done * 1e6
-            else:
-                result['cmds_per_req'] = result['tyrant_cpu_us'] = None
-            result['label'] = label
-            progress('  full stack %-42s c=%-3d %8.1f req/s  p50 %s us  '
-                     'non-2xx %d' % (label, conns, result['rps'],
-                                     '%.0f' % result['p50_us']
-                                     if result['p50_us'] else '?',
-                                     result['non2xx']))
-            rows.append(result)
-    finally:
-        served.stop()
-    return rows
+            for site in sites:
+                result = site.measure(conns, seconds, progress)
+                runs[site.label, conns].append(result)
+                progress('  full stack round %d/%d %-44s c=%-3d %8.1f req/s  '
+                         'non-2xx %d' % (number, rounds, site.label, conns,
+                                         result['rps'], result['non2xx']))
+    return [combine(site.label, conns, runs[site.label, conns])
+            for site in sites for conns in connections]
 
 
-def run(tyrant, connections, seconds, progress, mini=True):
+def run(tyrant, connections, seconds, progress, mini=True, rounds=4):
     """All full-stack rows; a dict with 'rows' and 'notes'.  `tyrant` is
-    the running Tyrant peer (url, and counters for round trips)."""
+    the running Tyrant peer (url, and counters for round trips).  Each
+    row gets `seconds` of wrk in all, split over `rounds` interleaved runs."""
     tyrant_url = tyrant.url
     workdir = tempfile.mkdtemp(prefix='sessbench-full-')
-    rows, notes = [], []
+    sites, notes = [], []
+    per_run = max(1, int(round(float(seconds) / rounds)))
     try:
         try:
             appdir = generated_app(workdir, tyrant_url)
             source = os.path.join(appdir, 'development.ini')
-            inis = {}
-            for session_type in ('ext:tcjson', 'memory'):
+            for session_type, path, label in (
+                    ('ext:tcjson', VISIT_PATH, 'generated app %s, ext:tcjson' % VISIT_PATH),
+                    ('memory', VISIT_PATH, 'generated app %s, memory' % VISIT_PATH),
+                    ('ext:tcjson', '/session',
+                     'generated app /session sample page, ext:tcjson')):
                 port = free_port()
-                inis[session_type] = (derive_ini(source, os.path.join(
-                    appdir, 'bench-%s.ini' % session_type.replace(':', '_')),
-                    port, session_type), port)
-            for session_type in ('ext:tcjson', 'memory'):
-                ini, port = inis[session_type]
-                rows += run_one(
-                    'generated app %s, %s' % (VISIT_PATH, session_type), ini,
-                    port, VISIT_PATH, 'benchapp', [appdir], workdir,
-                    connections, seconds, progress,
-                    tyrant if session_type == 'ext:tcjson' else None)
-            ini, port = inis['ext:tcjson']
-            rows += run_one('generated app /session sample page, ext:tcjson',
-                            ini, port, '/session', 'benchapp', [appdir],
-                            workdir, connections, seconds, progress, tyrant)
+                ini = derive_ini(source, os.path.join(
+                    appdir, 'bench-%d.ini' % len(sites)), port, session_type)
+                sites.append(Site(label, ini, port, path, 'benchapp', [appdir],
+                                  workdir, tyrant if session_type == 'ext:tcjson'
+                                  else None))
             notes.append('%s is a 4-line controller the bench adds to the '
                          'generated project (visit counter only); the '
                          "template's /session sample page also persists "
@@ -297,17 +332,18 @@ def run(tyrant, connections, seconds, progress, mini=True):
             for session_type in ('ext:tcjson', 'memory'):
                 port = free_port()
                 ini = mini_app_ini(workdir, port, session_type, tyrant_url)
+                label = 'mini WSGI app (not Pylons), %s' % session_type
                 try:
-                    rows += run_one(
-                        'mini WSGI app (not Pylons), %s' % session_type, ini,
-                        port, '/', 'bench_sid', [HERE], workdir, connections,
-                        seconds, progress,
-                        tyrant if session_type == 'ext:tcjson' else None)
+                    sites.append(Site(label, ini, port, '/', 'bench_sid', [HERE],
+                                      workdir, tyrant if session_type == 'ext:tcjson'
+                                      else None))
                 except Unavailable as exc:
-                    notes.append('mini app %s: NOT MEASURED: %s'
-                                 % (session_type, exc))
-                    progress('  mini app %s not measured: %s'
-                             % (session_type, exc))
+                    notes.append('mini app %s: NOT MEASURED: %s' % (session_type, exc))
+                    progress('  mini app %s not measured: %s' % (session_type, exc))
+        rows = measure_interleaved(sites, connections, per_run, rounds, progress)
     finally:
+        for site in sites:
+            site.stop()
         shutil.rmtree(workdir, ignore_errors=True)
-    return {'rows': rows, 'notes': notes}
+    return {'rows': rows, 'notes': notes, 'rounds': rounds,
+            'seconds_per_run': per_run}

@@ -76,10 +76,12 @@ login: Beaker's own delete()/regenerate_id() leave the old record behind.
 from __future__ import absolute_import
 
 import base64
+import errno
 import optparse
 import os
 import select
 import socket
+import struct
 import sys
 import threading
 import time
@@ -295,7 +297,14 @@ class _Socket(object):
                                     % connect_timeout)
         except socket.error as exc:
             raise TyrantUnavailable(url, 'cannot connect: %s' % exc)
-        self.sock.settimeout(io_timeout)
+        # The kernel enforces io_timeout (SO_RCVTIMEO/SO_SNDTIMEO) on a
+        # blocking socket: Python's own timeout mode would add a poll()
+        # system call before every send and every recv.
+        self.sock.settimeout(None)
+        seconds = int(io_timeout)
+        timeval = struct.pack('ll', seconds, int((io_timeout - seconds) * 1e6))
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.idle_poller = select.poll()
         self.idle_poller.register(self.sock, select.POLLIN | select.POLLERR | select.POLLHUP)
@@ -304,10 +313,10 @@ class _Socket(object):
     def _io(self, call, *args):
         try:
             return call(*args)
-        except socket.timeout:
-            raise TyrantUnavailable(self.url, 'no answer within io_timeout=%gs'
-                                    % self.io_timeout)
         except socket.error as exc:
+            if exc.args[0] in (errno.EAGAIN, errno.EWOULDBLOCK):     # SO_*TIMEO ran out
+                raise TyrantUnavailable(self.url, 'no answer within io_timeout=%gs'
+                                        % self.io_timeout)
             raise TyrantUnavailable(self.url, 'connection lost: %s' % exc, broken=True)
 
     def sendall(self, data):
@@ -471,14 +480,26 @@ _pools = {}
 _pools_lock = threading.Lock()
 
 
+def _option(name, value, kind):
+    """A pool option from its INI string (None: the default): a positive,
+    finite number of seconds, or a positive whole number of connections."""
+    if value is None or value == '':
+        return DEFAULTS[name]
+    try:
+        number = kind(value)
+    except (TypeError, ValueError):
+        number = None
+    if number is None or not 0 < number < 1e6:        # also refuses nan and inf
+        raise ConfigError('tcjson: %s must be a positive %s, got %r' % (
+            name, 'number of seconds' if kind is float else 'whole number', value))
+    return number
+
+
 def get_pool(url, connect_timeout=None, io_timeout=None, pool_size=None):
     """The process's pool for `url` (created on first use; no I/O)."""
-    try:
-        opts = dict(connect_timeout=float(connect_timeout or DEFAULTS['connect_timeout']),
-                    io_timeout=float(io_timeout or DEFAULTS['io_timeout']),
-                    pool_size=int(pool_size or DEFAULTS['pool_size']))
-    except ValueError as exc:
-        raise ConfigError('tcjson: bad connect_timeout/io_timeout/pool_size: %s' % exc)
+    opts = dict(connect_timeout=_option('connect_timeout', connect_timeout, float),
+                io_timeout=_option('io_timeout', io_timeout, float),
+                pool_size=_option('pool_size', pool_size, int))
     parse_url(url)
     key = url.strip()
     with _pools_lock:

@@ -43,6 +43,15 @@ def test_malformed_url_is_an_error_when_the_manager_is_constructed(url):
     assert 'host:port' in str(info.value)
 
 
+@pytest.mark.parametrize('option,value', [
+    ('io_timeout', '-1'), ('io_timeout', '0'), ('io_timeout', 'nan'), ('io_timeout', 'inf'),
+    ('connect_timeout', 'soon'), ('pool_size', '0'), ('pool_size', '2.5')])
+def test_a_bad_pool_option_is_an_error_when_the_manager_is_constructed(option, value):
+    with pytest.raises(tcjson.ConfigError) as info:
+        tcjson.TyrantNamespaceManager('ns', url='127.0.0.1:1978', **{option: value})
+    assert option in str(info.value) and repr(value) in str(info.value)
+
+
 def test_options_from_an_ini_file_are_strings_and_are_converted(tyrant_factory):
     server = tyrant_factory()
     nsm = manager(server, connect_timeout='0.5', io_timeout='1.5', pool_size='3',
