@@ -258,11 +258,14 @@ def _median(values):
 
 def combine(label, connections, runs):
     """One row from the rounds of one site at one connection count."""
-    done = float(sum(r['requests'] for r in runs) or 1)
+    requests = sum(r['requests'] for r in runs)
+    done = float(requests or 1)
     seconds = sum(r['seconds'] for r in runs)
     row = {'label': label, 'connections': connections, 'rounds': len(runs),
-           'seconds': seconds, 'requests': int(done),
-           'rps': done / seconds,
+           'seconds': seconds, 'requests': requests,
+           'rps': requests / float(seconds),
+           # A run in which wrk got no response at all (see Site.measure).
+           'empty_runs': sum(1 for r in runs if not r['requests']),
            'round_rps': [r['rps'] for r in runs],
            # wrk's percentiles cannot be merged: the median round's.
            'p50_us': _median(r['p50_us'] for r in runs),
