@@ -327,10 +327,11 @@ def targets(part1, part2, part3, per_round=None, rtt=None):
             bare_small = bare_request_us(rtt, 'small')
             if conns == 1 and bare_small is not None:
                 # One connection waits out every round trip: at best, a
-                # request takes memory's time plus the two bare round trips.
+                # request takes memory's time plus the two bare round trips
+                # (timed in part 1, minutes apart: an estimate, not a limit).
                 best = 1.0 / (1.0 + bare_small * 1e-6 * mem[0]['rps'])
-                details[-1] += (' (at most %.3f: the 2 bare round trips take %.0f us)'
-                                % (best, bare_small))
+                details[-1] += (' (about %.2f expected at best: memory plus the 2 bare '
+                                'round trips of part 1, %.0f us)' % (best, bare_small))
     if verdicts:
         add('full stack (generated app): tcjson req/s >= 0.85 x memory',
             'not measured' if None in verdicts else
