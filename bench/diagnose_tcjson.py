@@ -15,7 +15,6 @@ import socket
 import struct
 import sys
 import os
-import timeit
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -25,18 +24,7 @@ import simplejson  # noqa: E402
 import inproc  # noqa: E402
 import peers  # noqa: E402
 from pylons_tcjson_template import tcjson  # noqa: E402
-
-timer = timeit.default_timer
-
-
-def median_us(call, count):
-    samples = []
-    for _ in range(count):
-        t0 = timer()
-        call()
-        samples.append(timer() - t0)
-    samples.sort()
-    return samples[len(samples) // 2] * 1e6
+from pylons_tcjson_template.devtyrant.protocol import recv_exactly  # noqa: E402
 
 
 def session_dict(size):
@@ -90,15 +78,13 @@ def steps(size, pool, count):
 
     def bare_get():
         sock.sendall(get_request)
-        need, got = answer_size, 0
-        while got < need:
-            got += len(sock.recv(need - got))
+        recv_exactly(sock, answer_size)
     rows.append(('reference: bare-socket get round trip (no client library)',
                  bare_get))
     out = []
     for name, call in rows:
         call()
-        out.append((name, median_us(call, count)))
+        out.append((name, inproc.median_us(call, count)))
     sock.close()
     return len(text), len(record), out
 

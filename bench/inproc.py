@@ -20,6 +20,8 @@ import timeit
 
 from beaker.middleware import SessionMiddleware
 
+from pylons_tcjson_template.devtyrant.protocol import recv_exactly
+
 import peers
 
 timer = timeit.default_timer
@@ -205,6 +207,17 @@ class Baseline2009(Backend):
                 'session.data_dir': self.tmp}
 
 
+def median_us(call, count):
+    """Median microseconds of `count` calls of `call`."""
+    samples = []
+    for _ in range(count):
+        t0 = timer()
+        call()
+        samples.append(timer() - t0)
+    samples.sort()
+    return percentile(samples, 0.5) * 1e6
+
+
 def percentile(sorted_values, fraction):
     if not sorted_values:
         return float('nan')
@@ -316,15 +329,6 @@ def roundtrip_latency(tyrant, memcached, redis_peer, count=2000):
     client-side work that the session rows add on top."""
     rows = []
 
-    def median_us(call):
-        samples = []
-        for _ in range(count):
-            t0 = timer()
-            call()
-            samples.append(timer() - t0)
-        samples.sort()
-        return percentile(samples, 0.5) * 1e6
-
     values = dict((size, json.dumps(PAYLOADS[size]()).encode('utf-8'))
                   for size in PAYLOADS)
     clients = []
@@ -356,8 +360,8 @@ def roundtrip_latency(tyrant, memcached, redis_peer, count=2000):
             key, value = 'rtt-probe-%s' % size, values[size]
             put(key, value)
             rows.append({'client': name, 'size': size, 'bytes': len(value),
-                         'get_us': median_us(lambda: get(key)),
-                         'put_us': median_us(lambda: put(key, value))})
+                         'get_us': median_us(lambda: get(key), count),
+                         'put_us': median_us(lambda: put(key, value), count)})
     return rows
 
 
@@ -391,12 +395,7 @@ class BareSocket(object):
 
     def _exchange(self, request, reply_size):
         self.sock.sendall(request)
-        got = 0
-        while got < reply_size:
-            chunk = self.sock.recv(reply_size - got)
-            if not chunk:
-                raise RuntimeError('server closed the connection')
-            got += len(chunk)
+        recv_exactly(self.sock, reply_size)
 
     def put(self, key, value):
         self.values[key] = value

@@ -23,6 +23,7 @@ import tempfile
 import time
 
 from pylons_tcjson_template.devtyrant.launcher import TyrantProcess
+from pylons_tcjson_template.devtyrant.protocol import recv_exactly
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PREFIX = 'scale:'
@@ -46,22 +47,12 @@ def putlist_request(pairs):
     return b''.join(parts)
 
 
-def _recv_exact(sock, size):
-    data = b''
-    while len(data) < size:
-        chunk = sock.recv(size - len(data))
-        if not chunk:
-            raise RuntimeError('server closed the connection while loading')
-        data += chunk
-    return data
-
-
 def _read_misc_answer(sock):
-    head = _recv_exact(sock, 5)
+    head = recv_exactly(sock, 5)
     if head[:1] != b'\x00':
         raise RuntimeError('putlist failed (status %r)' % head[:1])
     for _ in range(struct.unpack('>I', head[1:])[0]):
-        _recv_exact(sock, struct.unpack('>I', _recv_exact(sock, 4))[0])
+        recv_exactly(sock, struct.unpack('>I', recv_exactly(sock, 4))[0])
 
 
 def records(count, expired_fraction, seed=1):
@@ -108,7 +99,7 @@ def rnum(host, port):
     sock = socket.create_connection((host, port), 30)
     try:
         sock.sendall(b'\xc8\x80')
-        data = _recv_exact(sock, 9)
+        data = recv_exactly(sock, 9)
         return struct.unpack('>Q', data[1:])[0]
     finally:
         sock.close()

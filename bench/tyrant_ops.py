@@ -37,19 +37,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
 from pylons_tcjson_template.devtyrant.launcher import TyrantProcess, find_ttserver  # noqa
-from pylons_tcjson_template.devtyrant.protocol import request_bytes  # noqa
+from pylons_tcjson_template.devtyrant.protocol import recv_exactly, request_bytes  # noqa
 
 _SIZE = struct.Struct('>I')
-
-
-def _recv_exactly(sock, size):
-    data = b''
-    while len(data) < size:
-        chunk = sock.recv(size - len(data))
-        if not chunk:
-            raise IOError('server closed the connection')
-        data += chunk
-    return data
 
 
 def run_client(host, port, client_id, keys, value_size, start, seconds, results):
@@ -68,10 +58,10 @@ def run_client(host, port, client_id, keys, value_size, start, seconds, results)
         i = 0
         while time.time() < deadline:
             sock.sendall(puts[i])
-            if _recv_exactly(sock, 1) != b'\x00':
+            if recv_exactly(sock, 1) != b'\x00':
                 raise IOError('put failed')
             sock.sendall(gets[i])
-            if _recv_exactly(sock, len(expected)) != expected:
+            if recv_exactly(sock, len(expected)) != expected:
                 raise IOError('get returned something else')
             ops += 2
             i = (i + 1) % keys

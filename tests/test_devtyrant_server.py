@@ -16,7 +16,7 @@ import threading
 import pytest
 
 from pylons_tcjson_template.devtyrant.launcher import free_port, wait_for_port
-from pylons_tcjson_template.devtyrant.protocol import request_bytes
+from pylons_tcjson_template.devtyrant.protocol import recv_exactly, request_bytes
 
 SERVER = [sys.executable, '-m', 'pylons_tcjson_template.devtyrant.server']
 TCHMGR = '/usr/bin/tchmgr'
@@ -106,16 +106,6 @@ def cli():
 
 def connect(server, timeout=TIMEOUT):
     return socket.create_connection((server.host, server.port), timeout)
-
-
-def recv_exactly(sock, size):
-    data = b''
-    while len(data) < size:
-        chunk = sock.recv(size - len(data))
-        if not chunk:
-            raise AssertionError('connection closed after %r' % data)
-        data += chunk
-    return data
 
 
 def put(sock, key, value):

@@ -267,3 +267,25 @@ def request_bytes(command, *fields):
         else:
             parts.append(field)
     return b''.join(bytes(p) for p in parts)
+
+
+class ConnectionClosed(EOFError):
+    """The peer closed the connection before `size` bytes came;
+    `received` holds what did."""
+
+    def __init__(self, received, size):
+        EOFError.__init__(self, 'connection closed after %d of %d bytes'
+                          % (len(received), size))
+        self.received = received
+
+
+def recv_exactly(sock, size):
+    """Read exactly `size` bytes from a blocking socket (raw clients:
+    tests and benchmarks)."""
+    data = b''
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            raise ConnectionClosed(data, size)
+        data += chunk
+    return data
