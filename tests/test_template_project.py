@@ -111,6 +111,7 @@ def test_served_over_http_sessions_survive_restarts(project, tmpdir):
         assert visits(page) == 1
         cookie = headers.getheader('Set-Cookie')
         assert cookie.startswith('liveapp=') and 'httponly' in cookie.lower()
+        assert 'samesite=lax' in cookie.lower()          # the README's CSRF defence
         assert visits(browser.get('/session')[1]) == 2
 
         # Store a number and a string (POST, then the redirect is followed).
