@@ -6,9 +6,10 @@
 
 Every variable is checked in `check_vars`, which PasteScript calls before a
 single file is written, so a typo never leaves half a project behind.  The
-Tyrant backend (``tcjson.py``) and the development server (``devtyrant/``)
-have one source, in this package; `post` copies them into the new project's
-``lib/`` so the project runs without this template package installed.
+Tyrant backend (``tcjson.py``, with ``tyrant.py``, its connections to the
+servers) and the development server (``devtyrant/``) have one source, in
+this package; `post` copies them into the new project's ``lib/`` so the
+project runs without this template package installed.
 """
 from __future__ import absolute_import
 
@@ -28,6 +29,7 @@ from paste.util.template import paste_script_template_renderer
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BACKEND_SOURCE = os.path.join(HERE, 'tcjson.py')
+CLIENT_SOURCE = os.path.join(HERE, 'tyrant.py')
 DEVTYRANT_SOURCE = os.path.join(HERE, 'devtyrant')
 
 # Names a generated package must not take: it would shadow what the
@@ -214,7 +216,8 @@ class PylonsTcjsonTemplate(Template):
     def post(self, command, output_dir, vars):
         """Copy the single-source modules into <package>/lib/."""
         lib_dir = os.path.join(output_dir, vars['package'], 'lib')
-        copies = [(BACKEND_SOURCE, os.path.join(lib_dir, 'tcjson.py'))]
+        copies = [(BACKEND_SOURCE, os.path.join(lib_dir, 'tcjson.py')),
+                  (CLIENT_SOURCE, os.path.join(lib_dir, 'tyrant.py'))]
         for root, dirs, files in os.walk(DEVTYRANT_SOURCE):
             dirs[:] = [d for d in dirs if d != '__pycache__']
             rel = os.path.relpath(root, DEVTYRANT_SOURCE)
