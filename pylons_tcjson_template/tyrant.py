@@ -343,3 +343,38 @@ def _bytes(text):
     if isinstance(text, unicode):
         return text.encode('utf-8')
     return text if isinstance(text, str) else str(text)
+
+
+# ----------------------------------------------------------- several servers
+
+class ServerSet(object):
+    """The servers named by one ``url`` option, and which of them holds a key.
+
+    ``for_key(key)`` gives what serves that key: an object with
+    ``request()`` and ``pipeline()`` as TyrantPool has them, so the caller
+    never knows how many servers there are.  ``shards()`` gives one such
+    object per shard, for work that must visit every record once (purge).
+    """
+
+    def __init__(self, url, pool):
+        self.url, self._pool = url, pool
+
+    def for_key(self, key):
+        return self._pool
+
+    def shards(self):
+        return [self._pool]
+
+
+_server_sets = {}
+
+
+def get_servers(url, connect_timeout=None, io_timeout=None, pool_size=None):
+    """The process's ServerSet for `url` (created on first use; no I/O)."""
+    key = (url or '').strip()
+    servers = _server_sets.get(key)
+    if servers is None:
+        pool = get_pool(url, connect_timeout, io_timeout, pool_size)
+        with _pools_lock:
+            servers = _server_sets.setdefault(key, ServerSet(key, pool))
+    return servers
