@@ -93,7 +93,7 @@ from beaker.session import SessionObject
 from beaker.synchronization import SynchronizerImpl, file_synchronizer
 
 from .tyrant import (ConfigError, TcjsonError, TyrantUnavailable, _bytes,  # noqa: F401
-                     get_pool, parse_url)
+                     get_pool, get_servers, parse_url)
 
 DEFAULT_PREFIX = 'beaker:'
 MAX_SESSION_SIZE = 1024 * 1024   # bytes of JSON per session record, both ways
@@ -252,7 +252,10 @@ class TyrantNamespaceManager(NamespaceManager):
                  lock_dir=None, max_session_size=None,
                  **ignored):                          # data_dir etc. from Beaker
         NamespaceManager.__init__(self, namespace)
-        self.pool = get_pool(url, connect_timeout, io_timeout, pool_size)
+        # Every record of a namespace (a session: its record and its lock)
+        # lives on the server its name routes to.
+        self.servers = get_servers(url, connect_timeout, io_timeout, pool_size)
+        self.pool = self.servers.for_key(_bytes(namespace))
         self.prefix = _bytes(prefix if prefix is not None else DEFAULT_PREFIX)
         self.timeout = float(timeout) if timeout else None
         try:
