@@ -39,14 +39,37 @@ def find_ttserver():
     return None
 
 
-def free_port(host='127.0.0.1'):
-    """A TCP port nobody listens on right now."""
-    probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+# Every port free_port() gave out in this process.  The kernel hands the
+# port of a closed probe out again, so `free_port(), free_port()` could
+# otherwise name one port twice (seen: an app's HTTP port equal to its
+# Tyrant's), and the second server would fail to start or, worse, the two
+# would talk to each other.
+_HANDED_OUT = set()
+
+
+def free_port(host='127.0.0.1', attempts=64):
+    """A TCP port nobody listens on right now, and one this process was not
+    given before.
+
+    Probes stay bound until the answer is recorded, so the kernel cannot
+    give a port under examination to another thread's probe meanwhile; that
+    makes the check-then-record safe without a lock.
+    """
+    probes = []
     try:
-        probe.bind((host, 0))
-        return probe.getsockname()[1]
+        for _ in range(attempts):
+            probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            probes.append(probe)
+            probe.bind((host, 0))
+            port = probe.getsockname()[1]
+            if port not in _HANDED_OUT:
+                _HANDED_OUT.add(port)
+                return port
+        raise RuntimeError('free_port: %d probes on %s all got ports handed out '
+                           'before' % (attempts, host))
     finally:
-        probe.close()
+        for probe in probes:
+            probe.close()
 
 
 def wait_for_port(host, port, timeout, process=None):
