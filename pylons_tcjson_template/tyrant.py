@@ -166,13 +166,15 @@ _RESENDABLE = frozenset(['get', 'mget', 'vsiz', 'fwmkeys', 'put', 'out',
                          'misc', 'stat', 'rnum'])
 # A failure answer of these is the single status byte: connection stays usable.
 _ONE_BYTE_FAILURE = frozenset(['get', 'vsiz', 'put', 'putkeep', 'out'])
-# Request encoders of the commands TyrantPool.pipeline may send.
+# What TyrantPool.pipeline may send: each command's request encoder and the
+# reader of its answer after the status byte.
 _PIPELINED = {
-    'get': lambda key: pytyrant._t1(pytyrant.C.get, key),
-    'out': lambda key: pytyrant._t1(pytyrant.C.out, key),
-    'put': lambda key, value: pytyrant._t2(pytyrant.C.put, key, value),
-    'putkeep': lambda key, value: pytyrant._t2(pytyrant.C.putkeep, key, value),
-    'putcat': lambda key, value: pytyrant._t2(pytyrant.C.putcat, key, value),
+    'get': (lambda key: pytyrant._t1(pytyrant.C.get, key), pytyrant.sockstr),
+    'vsiz': (lambda key: pytyrant._t1(pytyrant.C.vsiz, key), pytyrant.socklen),
+    'out': (lambda key: pytyrant._t1(pytyrant.C.out, key), None),
+    'put': (lambda key, value: pytyrant._t2(pytyrant.C.put, key, value), None),
+    'putkeep': (lambda key, value: pytyrant._t2(pytyrant.C.putkeep, key, value), None),
+    'putcat': (lambda key, value: pytyrant._t2(pytyrant.C.putcat, key, value), None),
 }
 
 
@@ -242,23 +244,25 @@ class TyrantPool(object):
     def pipeline(self, *commands):
         """Several commands in one round trip: ``('putkeep', key, value),
         ('get', key)`` -> a list with, for each command in order, its
-        result (get: the value; the others: None) or, where the server
-        said no, the pytyrant.TyrantError itself (returned, not raised).
-        Only get, put, putkeep, putcat and out: their "no" is one byte,
-        so every later reply is still read in step."""
+        result (get: the value; vsiz: the size; the others: None) or,
+        where the server said no, the pytyrant.TyrantError itself
+        (returned, not raised).  Only commands whose "no" is one byte
+        (get, vsiz, put, putkeep, putcat, out), so every later reply is
+        still read in step."""
         for command in commands:
             if command[0] not in _PIPELINED:
                 raise ValueError('tyrant: %r cannot be pipelined' % (command[0],))
 
         def send_all_then_read_all(tyrant):
             for command in commands:
-                pytyrant.socksend(tyrant.sock, _PIPELINED[command[0]](*command[1:]))
+                encode = _PIPELINED[command[0]][0]
+                pytyrant.socksend(tyrant.sock, encode(*command[1:]))
             results = []
             for command in commands:
+                read_answer = _PIPELINED[command[0]][1]
                 try:
                     pytyrant.socksuccess(tyrant.sock)
-                    results.append(pytyrant.sockstr(tyrant.sock)
-                                   if command[0] == 'get' else None)
+                    results.append(read_answer(tyrant.sock) if read_answer else None)
                 except pytyrant.TyrantError as exc:
                     if exc.args[:1] != (1,):
                         raise
@@ -311,7 +315,7 @@ _pools = {}
 _pools_lock = threading.Lock()
 
 
-def _option(name, value, kind):
+def pool_option(name, value, kind):
     """A pool option from its INI string (None: the default): a positive,
     finite number of seconds, or a positive whole number of connections."""
     if value is None or value == '':
@@ -328,9 +332,9 @@ def _option(name, value, kind):
 
 def get_pool(url, connect_timeout=None, io_timeout=None, pool_size=None):
     """The process's pool for `url` (created on first use; no I/O)."""
-    opts = dict(connect_timeout=_option('connect_timeout', connect_timeout, float),
-                io_timeout=_option('io_timeout', io_timeout, float),
-                pool_size=_option('pool_size', pool_size, int))
+    opts = dict(connect_timeout=pool_option('connect_timeout', connect_timeout, float),
+                io_timeout=pool_option('io_timeout', io_timeout, float),
+                pool_size=pool_option('pool_size', pool_size, int))
     parse_url(url)
     key = url.strip()
     with _pools_lock:
