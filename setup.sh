@@ -12,7 +12,8 @@
 #      only python2.7 and the few libraries it needs from there.
 #   2. Tokyo Cabinet (libtokyocabinet9 for the development Tyrant server's
 #      .tch files, tokyocabinet-bin for tchmgr), memcached, redis-server and
-#      wrk (benchmark peers), chromium (browser test).
+#      wrk (benchmark peers), chromium (browser test), and nodejs unless a
+#      node is on PATH (the test of the generated project's Node.js example).
 #   3. .venv with Python 2.7 (virtualenv<20.22, run from Python 3).
 #   4. This package in development mode with its test extras, under
 #      constraints.txt -- the one list of known-good pins.
@@ -128,6 +129,13 @@ fi
 if [ "$use_apt" = 1 ]; then
     step "Tokyo Cabinet, benchmark peers and browser"
     apt_install libtokyocabinet9 tokyocabinet-bin memcached redis-server wrk chromium
+    # Node.js runs the generated examples/session-tool.mjs in the tests; a
+    # node already on PATH (Debian's or a newer one) is used as it is.
+    if command -v node >/dev/null 2>&1; then
+        note "node on PATH: $(node --version)"
+    else
+        apt_install nodejs
+    fi
 else
     step "system packages: skipped (no apt); tests needing them will skip"
 fi

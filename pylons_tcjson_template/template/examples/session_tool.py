@@ -270,7 +270,7 @@ def main(argv=None):
                 print('stored %s = %s' % (args.key, json.dumps(args.value, ensure_ascii=False)))
     except Failure as failure:
         status, message = failure.args
-        print('%s: %s' % (os.path.basename(sys.argv[0]), message), file=sys.stderr)
+        sys.stderr.write('%s: %s\n' % (os.path.basename(sys.argv[0]), message))
         return status
     return 0
 
