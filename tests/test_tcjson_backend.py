@@ -2,7 +2,6 @@
 
 Every test talks to a live Tyrant server (fixtures in conftest.py).
 """
-import base64
 import datetime
 import time
 
@@ -57,7 +56,7 @@ def test_options_from_an_ini_file_are_strings_and_are_converted(tyrant_factory):
     nsm = manager(server, connect_timeout='0.5', io_timeout='1.5', pool_size='3',
                   prefix='app1:', timeout='100', data_dir=None)
     assert (nsm.pool.connect_timeout, nsm.pool.io_timeout, nsm.pool.pool_size) == (0.5, 1.5, 3)
-    assert nsm.timeout == 100.0
+    assert nsm.io_timeout == 1.5 and nsm.prefix == 'app1:'
 
 
 def test_constructing_a_manager_touches_no_network():
@@ -179,70 +178,34 @@ def test_cache_get_with_createfunc_and_expiry(tyrant):
     assert 'a' not in cache
 
 
-# ---- session payloads and the envelope
+# ---- cache values are only cache values
 
-def test_a_json_session_payload_is_stored_as_the_plain_object(tyrant):
-    nsm = manager(tyrant, 'sid', timeout=180)
-    payload = base64.b64encode(tcjson.JSONSerializer().dumps({'counter': 3}))
-    before = time.time()
-    nsm['session'] = payload
-    record = json.loads(raw_get(tyrant, 'beaker:sid:session'))
-    assert record['counter'] == 3
-    # _expires is written to the millisecond: allow for its rounding.
-    assert before + 180 - 0.001 <= record['_expires'] <= time.time() + 180 + 0.001
-    # Beaker gets the record back in its base64 wrapping; the serializer
-    # drops the backend's _expires.
-    loaded = tcjson.JSONSerializer().loads(base64.b64decode(nsm['session']))
-    assert loaded == {'counter': 3}
+def test_a_cache_key_named_session_is_a_plain_cache_value(tyrant):
+    """Session decoding belongs to TyrantSession: a cache key that happens
+    to be called 'session' is JSON like any other cache value."""
+    nsm = manager(tyrant, 'report')
+    nsm['session'] = [1700000000.0, None, {'rows': 3}]
+    assert nsm['session'] == [1700000000.0, None, {'rows': 3}]
+    raw_put(tyrant, 'beaker:report:session', '{"_accessed_time": "yesterday"}')
+    assert nsm['session'] == {'_accessed_time': 'yesterday'}
 
 
-def test_the_expiry_field_is_reserved(tyrant):
-    with pytest.raises(tcjson.UnstorableValue) as info:
-        tcjson.JSONSerializer().dumps({'_expires': 1})
-    assert "'_expires'" in str(info.value)
+def test_an_unparsable_cache_value_is_a_miss_that_beaker_recomputes(tyrant):
+    nsm = manager(tyrant, 'report')
+    for junk in ['not json', '[' * 100000, '1e999', '\xff']:
+        raw_put(tyrant, 'beaker:report:v', junk)
+        with pytest.raises(KeyError):
+            nsm['v']
 
 
-def test_records_that_are_not_json_objects_are_unreadable_and_kept(tyrant):
-    session_id = '0123456789abcdef0123456789abcdef'
-    key = 'beaker:%s:session' % session_id
-    nsm = manager(tyrant, session_id)
-    for junk in ['not json', '[1, 2]', '"text"', '{"a": "\xff\xfe"}', '\xff{}']:
-        raw_put(tyrant, key, junk)
-        with pytest.raises(tcjson.UnreadableRecord) as info:
-            nsm['session']
-        assert info.value.record_key == key
-        # The message (bound for logs) names the record without the id.
-        assert 'beaker:01234567...:session' in str(info.value)
-        assert session_id not in str(info.value)
-        assert raw_get(tyrant, key) == junk
-
-
-def test_a_session_record_over_the_size_limit_is_unreadable(tyrant):
-    nsm = manager(tyrant, 'sid', max_session_size=100)
-    raw_put(tyrant, 'beaker:sid:session', '{"big": "%s"}' % ('x' * 200))
-    with pytest.raises(tcjson.UnreadableRecord) as info:
-        nsm['session']
-    assert 'max_session_size=100' in str(info.value)
-    too_big = base64.b64encode(tcjson.JSONSerializer().dumps({'big': 'x' * 200}))
-    with pytest.raises(tcjson.UnstorableValue):
-        nsm['session'] = too_big
-
-
-def test_an_opaque_payload_is_kept_in_a_json_envelope(tyrant):
-    nsm = manager(tyrant, 'sid')
-    nsm['session'] = 'gAJ9cQAu'                   # base64 of a pickle: not JSON
-    assert json.loads(raw_get(tyrant, 'beaker:sid:session')) == {
-        'tcjson': 'beaker-opaque', 'data': 'gAJ9cQAu'}
-    assert nsm['session'] == 'gAJ9cQAu'
-
-
-def test_serializer_tolerates_bom_and_beakers_zlib_json():
-    import zlib
-    serializer = tcjson.JSONSerializer()
-    assert serializer.loads('\xef\xbb\xbf{"a":1}') == {'a': 1}
-    assert serializer.loads(zlib.compress('{"a":1}')) == {'a': 1}
-    with pytest.raises(ValueError):
-        serializer.loads('[1, 2]')
+def test_beakers_own_session_class_is_refused_with_a_clear_error(tyrant):
+    """Beaker's Session would decode the JSON record as its base64 pickle
+    and, failing, start a new session on every request: refused."""
+    from beaker.session import Session
+    tcjson.register()
+    with pytest.raises(tcjson.ConfigError) as info:
+        Session({}, id='0' * 32, type='ext:tcjson', url=tyrant.url, use_cookies=False)
+    assert 'session_class=tcjson.TyrantSession' in str(info.value)
 
 
 # ---- the creation lock
@@ -252,7 +215,7 @@ def test_creation_lock_excludes_a_second_owner_until_released(tyrant):
     second = manager(tyrant).get_creation_lock('report')
     assert first.acquire(wait=False)
     record = json.loads(raw_get(tyrant, 'beaker:lock:ns:report'))
-    assert record['owner'] == first.owner() and record['_expires'] > time.time()
+    assert record['owner'] == first.owner and record['_expires'] > time.time()
     assert not second.acquire(wait=False)
     first.release()
     assert second.acquire(wait=False)
@@ -261,14 +224,14 @@ def test_creation_lock_excludes_a_second_owner_until_released(tyrant):
 
 def test_an_expired_lock_is_taken_over_and_its_old_owner_cannot_release_it(tyrant):
     first = manager(tyrant).get_creation_lock('report')
-    first.expires = 0.2
+    first.seconds = 0.2
     assert first.acquire(wait=False)
     second = manager(tyrant).get_creation_lock('report')
     assert not second.acquire(wait=False)
     time.sleep(0.3)                                # the first holder "died"
     assert second.acquire(wait=False)
     first.release()                                # not the owner any more
-    assert json.loads(raw_get(tyrant, 'beaker:lock:ns:report'))['owner'] == second.owner()
+    assert json.loads(raw_get(tyrant, 'beaker:lock:ns:report'))['owner'] == second.owner
     second.release()
 
 

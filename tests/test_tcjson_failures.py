@@ -139,7 +139,7 @@ def test_a_thousand_requests_from_threads_stay_within_the_pool(tyrant_factory):
         start_response('200 OK', [])
         return [str(environ['beaker.session']['n'])]
     wsgi = SessionMiddleware(app, {'session.type': 'ext:tcjson', 'session.url': server.url},
-                             data_serializer=tcjson.JSONSerializer())
+                             session_class=tcjson.TyrantSession)
     peak_sockets = [0]
 
     def client():

@@ -83,5 +83,7 @@ def test_a_server_that_announces_more_than_it_sends_times_out(fake_server):
 
 def test_a_session_record_of_garbage_bytes_is_unreadable_not_a_crash(fake_server):
     server = fake_server(b'\x00\x00\x00\x00\x04\xff\xfe\x00\x01')
+    tcjson.register()
     with pytest.raises(tcjson.UnreadableRecord):
-        manager(server.url)['session']
+        tcjson.TyrantSession({'cookie': 'beaker.session.id=%s' % ('0' * 32)},
+                             type='ext:tcjson', url=server.url)

@@ -1,7 +1,7 @@
 """purge_expired and the purge command: only expired records, only under the prefix."""
-import base64
 import time
 
+import pytest
 import simplejson as json
 
 from pylons_tcjson_template import tcjson
@@ -19,13 +19,14 @@ def test_purge_deletes_only_expired_records_under_its_prefix(tyrant):
     now = time.time()
     put(tyrant, 'app:old:session', {'_expires': now - 1, 'n': 1})
     put(tyrant, 'app:fresh:session', {'_expires': now + 600, 'n': 2})
-    put(tyrant, 'app:cache:k', [now - 9999, 60, 'cache tuple, no _expires'])
+    put(tyrant, 'app:cache:stale', [now - 9999, 60, 'a cache value Beaker calls stale'])
+    put(tyrant, 'app:cache:forever', [now - 9999, None, 'no expiretime'])
     put(tyrant, 'app:foreign:session', {'_accessed_time': now - 9999})  # no _expires
     put(tyrant, 'app:lock:ns:k', {'tcjson': 'lock', '_expires': now - 1})
     put(tyrant, 'other:old:session', {'_expires': now - 1})
     totals = tcjson.purge_expired(tyrant.url, 'app:')
-    assert totals == {'scanned': 5, 'deleted': 2, 'batches': 1}
-    assert stored_keys(tyrant) == ['app:cache:k', 'app:foreign:session',
+    assert totals == {'scanned': 6, 'deleted': 3, 'batches': 1}
+    assert stored_keys(tyrant) == ['app:cache:forever', 'app:foreign:session',
                                    'app:fresh:session', 'other:old:session']
 
 
@@ -78,11 +79,66 @@ def test_a_record_refreshed_meanwhile_is_not_deleted(tyrant, monkeypatch):
     assert stored_keys(tyrant) == ['app:user:session']
 
 
-def test_sessions_written_by_beaker_expire_and_are_purged(tyrant):
-    nsm = tcjson.TyrantNamespaceManager('abc', url=tyrant.url, prefix='web:', timeout=-1)
-    nsm['session'] = base64.b64encode('{"user": "bob"}')
-    assert tcjson.purge_expired(tyrant.url, 'web:')['deleted'] == 1
+def test_sessions_written_by_tyrant_session_expire_and_are_purged(tyrant):
+    tcjson.register()
+    session = tcjson.TyrantSession({}, type='ext:tcjson', url=tyrant.url, prefix='web:',
+                                   timeout=60)
+    session['user'] = 'bob'
+    session.save()
+    assert tcjson.purge_expired(tyrant.url, 'web:', now=time.time() + 59)['deleted'] == 0
+    assert tcjson.purge_expired(tyrant.url, 'web:', now=time.time() + 61)['deleted'] == 1
     assert stored_keys(tyrant) == []
+
+
+def test_no_record_stops_a_purge(tyrant):
+    """Hostile records under the prefix are kept and the purge goes on."""
+    now = time.time()
+    junk = ['[' * 100000, '{"_expires": 1e999}', '\xff\xfe', '{"_expires": "soon"}',
+            '{' + ','.join('"k%d": 1' % n for n in range(30000)) + ', "_expires": 1}']
+    for n, record in enumerate(junk):
+        tcjson.get_pool(tyrant.url).request('put', 'app:junk%d:session' % n, record)
+    put(tyrant, 'app:old:session', {'_expires': now - 1})
+    assert tcjson.purge_expired(tyrant.url, 'app:', batch_size=2)['deleted'] == 1
+    assert len(stored_keys(tyrant, 'app:junk')) == len(junk)
+
+
+def test_purge_reads_big_records_in_bounded_replies(tyrant, monkeypatch):
+    now, pool = time.time(), tcjson.get_pool(tyrant.url)
+    monkeypatch.setattr(tcjson, 'PURGE_READ_BYTES', 3 * 1024 * 1024)
+    big = json.dumps({'_expires': now - 1, 'blob': 'x' * (1024 * 1024)})
+    for n in range(8):
+        pool.request('put', 'app:%d:session' % n, big)
+    pool.request('put', 'app:huge:session', json.dumps({'_expires': 1, 'b': 'y' * 4000000}))
+    request, replies = pool.request, []
+
+    def watching(command, *args):
+        result = request(command, *args)
+        if command == 'mget':
+            replies.append(sum(len(k) + len(v) for k, v in result))
+        return result
+    monkeypatch.setattr(pool, 'request', watching)
+    assert tcjson.purge_expired(tyrant.url, 'app:', max_record=2 * 1024 * 1024,
+                                batch_size=500)['deleted'] == 8
+    assert max(replies) <= 3 * 1024 * 1024
+    assert stored_keys(tyrant, 'app:') == ['app:huge:session']    # over max_record: kept
+
+
+def test_a_second_purge_of_one_server_is_refused_while_the_first_runs(tyrant):
+    now = time.time()
+    for n in range(30):
+        put(tyrant, 'app:%02d:session' % n, {'_expires': now - 1})
+    refused = []
+
+    def second_purge(totals):
+        if not refused:
+            with pytest.raises(tcjson.PurgeBusy) as info:
+                tcjson.purge_expired(tyrant.url, 'other:')
+            refused.append(str(info.value))
+    assert tcjson.purge_expired(tyrant.url, 'app:', batch_size=10,
+                                progress=second_purge)['deleted'] == 30
+    assert 'another purge is running' in refused[0]
+    assert stored_keys(tyrant) == []                    # the lock is gone too
+    assert tcjson.purge_expired(tyrant.url, 'app:')['deleted'] == 0   # and can be taken
 
 
 def test_purge_command_reads_url_and_prefix_from_the_ini_file(tyrant, tmpdir, capsys):
