@@ -30,6 +30,7 @@ class Failure extends Error { // ends the program with a message and an exit sta
     this.status = status;
   }
 }
+const fail = (status, message) => { throw new Failure(status, message); };
 
 // One section of a paster INI file as Python's ConfigParser reads it: `name =
 // value`, # and ; comments, indented lines continue a value, and %(name)s
@@ -46,13 +47,13 @@ function readIni(file, wanted) {
     else if (/^\s/.test(line) && last) section[last] += '\n' + line.trim();
     else if (option && section) section[(last = option[1].toLowerCase())] = option[2].trim();
   }
-  if (!sections[wanted]) throw new Failure(EXIT.usage, `${file} has no [${wanted}]`);
+  if (!sections[wanted]) fail(EXIT.usage, `${file} has no [${wanted}]`);
   const options = { here: path.dirname(path.resolve(file)), __file__: file,
                     ...sections.DEFAULT, ...sections[wanted] };
   const expand = (value, depth) => value.replace(/%%|%\(([^)]+)\)s/g, (match, name) => {
     if (match === '%%') return '%';
     const found = options[name.toLowerCase()];
-    if (found === undefined || depth > 10) throw new Failure(EXIT.usage, `${file}: cannot expand ${match}`);
+    if (found === undefined || depth > 10) fail(EXIT.usage, `${file}: cannot expand ${match}`);
     return expand(found, depth + 1);
   });
   return (name) => (name in options ? expand(options[name], 0) : undefined);
@@ -67,20 +68,20 @@ function readSettings(file) {
   }
   const option = (name, fallback) => {
     const value = ini(`beaker.session.${name}`) ?? fallback;
-    if (value === undefined) throw new Failure(EXIT.usage, `${file} sets no beaker.session.${name}`);
+    if (value === undefined) fail(EXIT.usage, `${file} sets no beaker.session.${name}`);
     return value;
   };
   const seconds = (name, fallback) => {
     const value = Number(option(name, fallback));
     if (Number.isFinite(value)) return value;
-    throw new Failure(EXIT.usage, `${file}: beaker.session.${name} is not a number`);
+    fail(EXIT.usage, `${file}: beaker.session.${name} is not a number`);
   };
   const url = option('url');
   if (/[|;,]/.test(url)) { // 'a:1|b:2;c:3': beyond this example
-    throw new Failure(EXIT.usage, `beaker.session.url ${url} names several servers; this example talks to one host:port`);
+    fail(EXIT.usage, `beaker.session.url ${url} names several servers; this example talks to one host:port`);
   }
   const [, host, port] = url.trim().match(/^\[?(.+?)\]?:(\d+)$/) ?? []; // [::1]:1978 too
-  if (!host || !(port > 0 && port < 65536)) throw new Failure(EXIT.usage, `beaker.session.url ${url} is not host:port`);
+  if (!host || !(port > 0 && port < 65536)) fail(EXIT.usage, `beaker.session.url ${url} is not host:port`);
   return {
     host, port: Number(port), prefix: option('prefix', 'beaker:'),
     cookieName: option('key', 'beaker.session.id'), secret: option('secret'),
@@ -97,19 +98,19 @@ function sessionIdFrom(cookie, settings) {
   if (value.includes('=')) { // a whole Cookie header
     const pairs = value.replace(/^cookie:/i, '').split(';').map((part) => part.trim().split('='));
     const found = pairs.find(([name]) => name === settings.cookieName);
-    if (!found) throw new Failure(EXIT.cookie, `the Cookie header has no ${settings.cookieName} cookie`);
+    if (!found) fail(EXIT.cookie, `the Cookie header has no ${settings.cookieName} cookie`);
     value = found.slice(1).join('=');
   }
   value = value.trim().replace(/^"|"$/g, '');
   if (!/^[0-9a-f]{72}$/.test(value)) {
-    throw new Failure(EXIT.cookie, 'malformed session cookie: expected 40 hex digits of signature, then a session id of 32');
+    fail(EXIT.cookie, 'malformed session cookie: expected 40 hex digits of signature, then a session id of 32');
   }
   const [signature, sessionId] = [value.slice(0, 40), value.slice(40)];
   const expected = createHmac('sha1', settings.secret).update(sessionId).digest();
   // timingSafeEqual takes as long for a near miss as for a wild guess: the
   // timing does not tell an attacker how many digits were right.
   if (!timingSafeEqual(expected, Buffer.from(signature, 'hex'))) {
-    throw new Failure(EXIT.cookie, 'forged session cookie: the signature does not match beaker.session.secret');
+    fail(EXIT.cookie, 'forged session cookie: the signature does not match beaker.session.secret');
   }
   return sessionId;
 }
@@ -188,27 +189,27 @@ class Tyrant { // one connection; every failure becomes Failure(EXIT.tyrant)
 
 // The session as an object, or a Failure if it is gone, expired or opaque.
 function liveRecord(raw, settings) {
-  if (raw === null) throw new Failure(EXIT.noSession, 'no such session: never saved, logged out or purged');
+  if (raw === null) fail(EXIT.noSession, 'no such session: never saved, logged out or purged');
   let record = null;
   try {
     record = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(raw));
   } catch { /* not UTF-8 JSON: refused below */ }
   if (typeof record !== 'object' || record === null || Array.isArray(record)) {
-    throw new Failure(EXIT.unreadable, 'the session record is not a JSON object');
+    fail(EXIT.unreadable, 'the session record is not a JSON object');
   }
   if (record.tcjson === 'beaker-opaque') {
-    throw new Failure(EXIT.unreadable, 'the session is encrypted by Beaker (beaker.session.encrypt_key): ' +
-                      'only the Pylons application can read it');
+    fail(EXIT.unreadable, 'the session is encrypted by Beaker (beaker.session.encrypt_key): ' +
+         'only the Pylons application can read it');
   }
   // Tyrant deletes nothing by itself: an expired record stays until the purge
   // runs. Beaker would ignore it and start a new session.
   const now = Date.now() / 1000;
   if (typeof record._expires === 'number' && now > record._expires) {
-    throw new Failure(EXIT.noSession, 'the session has expired (_expires has passed)');
+    fail(EXIT.noSession, 'the session has expired (_expires has passed)');
   }
   if (settings.timeout && typeof record._accessed_time === 'number' &&
       now - record._accessed_time > settings.timeout) {
-    throw new Failure(EXIT.noSession, 'the session has expired (idle over beaker.session.timeout)');
+    fail(EXIT.noSession, 'the session has expired (idle over beaker.session.timeout)');
   }
   return record;
 }
@@ -237,7 +238,7 @@ async function lockAndRead(tyrant, lockKey, recordKey, lifetime) {
       continue;
     }
     if (performance.now() + pause > deadline) {
-      throw new Failure(EXIT.busy, `the session is busy: its lock stayed taken for io_timeout=${lifetime}s; try again`);
+      fail(EXIT.busy, `the session is busy: its lock stayed taken for io_timeout=${lifetime}s; try again`);
     }
     if (held !== null) { // else it was released meanwhile
       await sleep(pause);
@@ -255,12 +256,12 @@ async function setKey(tyrant, settings, sessionId, key, value) {
     const record = liveRecord(raw, settings); // as read under the lock
     record[key] = value;
     if (performance.now() >= lapsesAt) { // another program may hold it by now
-      throw new Failure(EXIT.busy, 'the lock lapsed before the write; nothing was written');
+      fail(EXIT.busy, 'the lock lapsed before the write; nothing was written');
     }
     lapsesAt = 0; // put and unlock in one round trip
     tyrant.send(request(PUT, recordKey, JSON.stringify(record)), request(OUT, lockKey));
     const [stored] = [await tyrant.ok(), await tyrant.ok()];
-    if (!stored) throw new Failure(EXIT.tyrant, 'Tokyo Tyrant refused to store the session');
+    if (!stored) fail(EXIT.tyrant, 'Tokyo Tyrant refused to store the session');
   } finally {
     if (performance.now() < lapsesAt) { // failed before the write: unlock
       tyrant.send(request(OUT, lockKey));
@@ -271,17 +272,17 @@ async function setKey(tyrant, settings, sessionId, key, value) {
 
 function parseArguments([ini, cookie, command, key, text, ...extra]) {
   if (!(command === 'get' && key === undefined) && !(command === 'set' && text !== undefined) || extra.length) {
-    throw new Failure(EXIT.usage, 'usage: session-tool.mjs INI COOKIE get | set KEY JSON_VALUE');
+    fail(EXIT.usage, 'usage: session-tool.mjs INI COOKIE get | set KEY JSON_VALUE');
   }
   if (command === 'get') return { ini, cookie, command };
   if (key.startsWith('_') || key === 'tcjson') {
-    throw new Failure(EXIT.usage, `${key} is reserved: Beaker and the backend keep their own data ` +
-                      'in "tcjson" and in keys that start with _');
+    fail(EXIT.usage, `${key} is reserved: Beaker and the backend keep their own data ` +
+         'in "tcjson" and in keys that start with _');
   }
   try {
     return { ini, cookie, command, key, value: JSON.parse(text) };
   } catch {
-    throw new Failure(EXIT.usage, `${text} is not JSON; quote a string: '"${text}"'`);
+    fail(EXIT.usage, `${text} is not JSON; quote a string: '"${text}"'`);
   }
 }
 
