@@ -19,13 +19,14 @@ import imp
 import json
 import keyword
 import os
-import re
 import shutil
 import sys
 
 from paste.script.command import BadCommand
 from paste.script.templates import Template, var
 from paste.util.template import paste_script_template_renderer
+
+from pylons_tcjson_template import tyrant
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BACKEND_SOURCE = os.path.join(HERE, 'tcjson.py')
@@ -40,31 +41,21 @@ RESERVED_PACKAGES = frozenset("""
     test tests webhelpers webob webtest weberror
 """.split())
 
-_HOST_RE = re.compile(r'^[A-Za-z0-9]([A-Za-z0-9.\-]*[A-Za-z0-9])?$|^\[[0-9A-Fa-f:.]+\]$')
-
-
 def new_secret(nbytes=24):
     """A fresh random secret, hex encoded (48 characters by default)."""
     return binascii.hexlify(os.urandom(nbytes)).decode('ascii')
 
 
 def split_url(url):
-    """'host:port' -> (host, port); BadCommand explains what is wrong."""
-    url = (url or '').strip()
-    if '://' in url:
-        raise BadCommand('tyrant_url %r: give host:port without a scheme, '
-                         'e.g. 127.0.0.1:1978' % url)
-    host, sep, port = url.rpartition(':')
-    if not sep or not host:
-        raise BadCommand('tyrant_url %r has no port: write host:port, '
-                         'e.g. 127.0.0.1:1978' % url)
-    if not _HOST_RE.match(host):
-        raise BadCommand('tyrant_url %r: %r is not a host name or address'
-                         % (url, host))
-    if not port.isdigit() or not 0 < int(port) < 65536:
-        raise BadCommand('tyrant_url %r: port %r is not a number from 1 to '
-                         '65535' % (url, port))
-    return host, int(port)
+    """The tyrant_url variable -> its canonical text: one ``host:port``, or
+    shards and dual-master pairs (``a1:1978|a2:1978;b1:1978|b2:1978``).
+    The backend's own parser (tyrant.parse_servers) decides, so a project
+    is never generated with a url its backend or `paster tyrant` refuses;
+    BadCommand explains what is wrong."""
+    try:
+        return tyrant.canonical_url(tyrant.parse_servers(url, 'tyrant_url'))
+    except tyrant.ConfigError as exc:
+        raise BadCommand(str(exc))
 
 
 def positive_int(name, value, upper=None):
@@ -171,9 +162,7 @@ class PylonsTcjsonTemplate(Template):
 
     def validate(self, vars):
         package = vars['package']
-        host, port = split_url(vars['tyrant_url'])
-        vars['tyrant_url'] = '%s:%d' % (host, port)
-        vars['tyrant_host'], vars['tyrant_port'] = host, port
+        vars['tyrant_url'] = split_url(vars['tyrant_url'])
         prefix = (vars.get('session_prefix') or '').strip()
         if not prefix or prefix == '<package>:session:':
             prefix = '%s:session:' % package

@@ -16,13 +16,18 @@ session code uses to take a lock and re-read a record at once.
 """
 from __future__ import absolute_import
 
+import bisect
 import errno
+import hashlib
+import logging
 import os
+import re
 import select
 import socket
 import struct
 import threading
 import time
+import uuid
 
 import pytyrant
 
@@ -55,15 +60,86 @@ class TyrantUnavailable(TcjsonError):
 
 # ---------------------------------------------------------------- one server
 
-def parse_url(url):
-    """'host:port' (a 'tyrant://' scheme is allowed) -> (host, port)."""
+# A host is a name or an IPv4 address.  IPv6 is refused everywhere:
+# ttserver 1.1.41 resolves -host and -mhost to IPv4 only (AF_INET), so an
+# IPv6 address could neither be served nor replicated.
+_HOST_LABEL = re.compile(r'^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$')
+URL_FORMS = ('host:port, like 127.0.0.1:1978; several servers: shards separated by '
+             '";", the two masters of a replicated pair joined by "|", like '
+             'a1:1978|a2:1978;b1:1978|b2:1978')
+
+
+def _url_error(option, url, problem):
+    return ConfigError('%s %r: %s (expected %s)' % (option, url, problem, URL_FORMS))
+
+
+def _check_host(host, option, url):
+    if host.startswith('[') or ':' in host:
+        raise _url_error(option, url, '%r is an IPv6 address: Tokyo Tyrant 1.1.41 '
+                         'serves and replicates over IPv4 only' % host)
+    labels = host.split('.')
+    if not host or len(host) > 253 or not all(_HOST_LABEL.match(l) for l in labels):
+        raise _url_error(option, url, '%r is not a host name or address' % host)
+    if all(label.isdigit() for label in labels) and (
+            len(labels) != 4 or any(int(label) > 255 for label in labels)):
+        raise _url_error(option, url, '%r is not a host name or address (an IPv4 '
+                         'address has four numbers from 0 to 255)' % host)
+
+
+def _parse_address(text, option, url):
+    host, colon, port = text.rpartition(':')
+    if not colon:
+        raise _url_error(option, url, 'server %r has no port: write host:port' % text)
+    _check_host(host, option, url)
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise _url_error(option, url, 'port %r is not a number from 1 to 65535' % port)
+    return host.lower(), int(port)
+
+
+def parse_servers(url, option='tcjson: url'):
+    """The servers of a ``url`` option, validated: a list of shards, each a
+    tuple of one 'host:port' (a single server) or two (a dual-master pair).
+    `option` names the setting in error messages (ConfigError)."""
     text = (url or '').strip()
-    if text.startswith('tyrant://'):
-        text = text[len('tyrant://'):]
-    host, _, port = text.rstrip('/').rpartition(':')
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError('tcjson: url must be host:port, like 127.0.0.1:1978; got %r '
-                          '(set beaker.session.url / beaker.cache.url)' % (url,))
+    if not text:
+        raise _url_error(option, url, 'no server given')
+    if '://' in text:
+        raise _url_error(option, url, 'give host:port without a scheme')
+    shards, seen = [], set()
+    for number, part in enumerate(text.split(';'), 1):
+        members = [member.strip() for member in part.split('|')]
+        if not part.strip():
+            raise _url_error(option, url, 'shard %d is empty (a ";" too many?)' % number)
+        if len(members) > 2:
+            raise _url_error(option, url, 'shard %d names %d servers; a pair has two '
+                             '(Tyrant replicates between two masters)'
+                             % (number, len(members)))
+        if not all(members):
+            raise _url_error(option, url, 'shard %d has an empty member (a "|" too '
+                             'many?)' % number)
+        addresses = []
+        for member in members:
+            address = '%s:%d' % _parse_address(member, option, url)
+            if address in seen:
+                raise _url_error(option, url, 'server %s is named twice' % address)
+            seen.add(address)
+            addresses.append(address)
+        shards.append(tuple(addresses))
+    return shards
+
+
+def canonical_url(shards):
+    """The ``url`` text of parse_servers' result (lower-case hosts, plain
+    port numbers, no spaces)."""
+    return ';'.join('|'.join(shard) for shard in shards)
+
+
+def parse_url(url):
+    """The one server of `url` ('host:port') -> (host, port)."""
+    shards = parse_servers(url)
+    if len(shards) != 1 or len(shards[0]) != 1:
+        raise _url_error('tcjson: url', url, 'one server expected here, not several')
+    host, _, port = shards[0][0].rpartition(':')
     return host, int(port)
 
 
@@ -330,11 +406,15 @@ def pool_option(name, value, kind):
     return number
 
 
-def get_pool(url, connect_timeout=None, io_timeout=None, pool_size=None):
-    """The process's pool for `url` (created on first use; no I/O)."""
-    opts = dict(connect_timeout=pool_option('connect_timeout', connect_timeout, float),
+def _pool_options(connect_timeout, io_timeout, pool_size):
+    return dict(connect_timeout=pool_option('connect_timeout', connect_timeout, float),
                 io_timeout=pool_option('io_timeout', io_timeout, float),
                 pool_size=pool_option('pool_size', pool_size, int))
+
+
+def get_pool(url, connect_timeout=None, io_timeout=None, pool_size=None):
+    """The process's pool for `url`, one server (created on first use; no I/O)."""
+    opts = _pool_options(connect_timeout, io_timeout, pool_size)
     parse_url(url)
     key = url.strip()
     with _pools_lock:
@@ -350,6 +430,365 @@ def _bytes(text):
 
 
 # ----------------------------------------------------------- several servers
+#
+# ``url = a1:1978|a2:1978;b1:1978|b2:1978``: shards separated by ";", each
+# one server or a dual-master pair joined by "|" (parse_servers).
+#
+# Sharding.  Each shard owns RING_POINTS points on a 32-bit circle, taken
+# from md5 of the shard's text; a key belongs to the shard owning the first
+# point at or after md5(key).  Every client builds the same ring from the
+# same url, and a new shard takes over only the keys that land just before
+# its own points: about 1/N of them.  Renaming a shard's servers moves its
+# keys like removing it and adding another.
+#
+# Pairs.  Two ttservers that replicate from each other (-mhost/-mport) hold
+# the same records.  A key prefers one member (a bit of its md5), so every
+# client sends it to the same server and the two masters never take
+# concurrent writes of one record.  When that member refuses, closes or
+# times out, the request goes to the other within the same request, and
+# the failed member is marked down: later requests go to the other at once,
+# and a watcher thread (never a request) probes the down member every
+# PROBE_INTERVAL seconds.  Replication is asynchronous, and a restarted
+# ttserver asks for its partner's log only a second or two after it
+# reconnects, so a member that missed writes gets its keys back only after
+# a catch-up marker written on each member has appeared on the other.
+#
+# What is sent again after a failure.  A request that never reached the
+# server (no connection) goes to the other member whatever it is.  One
+# whose answer never came may have been applied, and even replicated:
+# commands that can be repeated without changing their effect (get, put,
+# out, mget, vsiz, fwmkeys, misc, iterinit...) are sent again; putkeep is
+# sent again together with a read of its record, and counts as done if the
+# record holds exactly the value it wrote (TyrantSession's lock values are
+# unique, so that is our own putkeep, applied before the failure: sending it
+# blindly would find our own lock and wait for it to expire).  putcat,
+# addint and the other non-repeatable commands are not sent again: the
+# failure is raised, as its outcome is unknown.  next_keys continues the
+# iterator of one server and fails with it (start the scan again).
+
+RING_POINTS = 160           # points per shard on the hash ring
+PROBE_INTERVAL = 1.0        # seconds between two looks at a member known to be down
+CATCH_UP_LIMIT = 30.0       # seconds a returning member may take to catch up
+CATCH_UP_POLL = 0.02        # seconds between two reads of a catch-up marker
+# One marker record per (application host, process, member written on),
+# removed again once seen; outside every Beaker prefix.
+CATCH_UP_KEY = 'tcjson:catch-up:%s:%d:%s'
+
+log = logging.getLogger(__name__)
+_HOST = socket.gethostname()
+# The members of a pair to try, in order, when both are up.
+_BOTH_UP_ORDER = ((0, 1), (1, 0))
+
+
+class HashRing(object):
+    """Which of several named shards a key digest belongs to."""
+
+    def __init__(self, names, points_per_shard=RING_POINTS):
+        points = []
+        for index, name in enumerate(names):
+            for replica in xrange(points_per_shard // 4):
+                digest = hashlib.md5('%s#%d' % (name, replica)).digest()
+                points.extend((point, name, index)
+                              for point in struct.unpack('>4I', digest))
+        points.sort()                    # ties, if any, broken by name: same everywhere
+        self._points = [point for point, _, _ in points]
+        self._owners = [index for _, _, index in points]
+
+    def shard_of(self, digest):
+        """Index of the shard owning md5 `digest` (its first 4 bytes)."""
+        position = bisect.bisect_left(self._points, struct.unpack_from('>I', digest)[0])
+        return self._owners[position % len(self._owners)]
+
+
+class PairUnavailable(TyrantUnavailable):
+    """Both members of a pair are down: the only outage a pair shows."""
+
+    def __init__(self, pair, reasons):
+        TcjsonError.__init__(self, 'Tokyo Tyrant pair %s is unavailable, both members '
+                             'are down (%s); start them, e.g. with `paster tyrant '
+                             'development.ini`' % (pair, '; '.join(reasons)))
+        self.url, self.broken, self.from_idle, self.sent = pair, False, False, False
+
+
+class _MemberPool(TyrantPool):
+    """The pool of one member of a pair.  A failure to get a connection is
+    marked ``sent = False`` (the request never left, so the other member
+    may take it, whatever it was); connections opened or tried are counted
+    (``connects``) for tests and benchmarks."""
+
+    def __init__(self, *args, **kwargs):
+        TyrantPool.__init__(self, *args, **kwargs)
+        self.connects = 0
+        self._count_lock = threading.Lock()
+
+    def _counted(self):
+        with self._count_lock:
+            self.connects += 1
+
+    def _checkout(self):
+        try:
+            conn, was_idle = TyrantPool._checkout(self)
+        except TyrantUnavailable as exc:
+            exc.sent = False
+            self._counted()
+            raise
+        if not was_idle:
+            self._counted()
+        return conn, was_idle
+
+
+def _pipeline_putkeep_resolved(pool, commands):
+    """`commands` pipelined again after a try whose answer never came: each
+    putkeep with a read of its record, and counted as done when the record
+    holds exactly the value it writes (the first try was applied)."""
+    sent = []
+    for command in commands:
+        sent.append(command)
+        if command[0] == 'putkeep':
+            sent.append(('get', command[1]))
+    answers = iter(pool.pipeline(*sent))
+    results = []
+    for command in commands:
+        result = next(answers)
+        if command[0] == 'putkeep':
+            held = next(answers)
+            if isinstance(result, pytyrant.TyrantError) and held == command[2]:
+                result = None
+        results.append(result)
+    return results
+
+
+def _putkeep_resolved(pool, key, value):
+    result = _pipeline_putkeep_resolved(pool, [('putkeep', key, value)])[0]
+    if isinstance(result, pytyrant.TyrantError):
+        raise result
+
+
+class PairRoute(object):
+    """A pair as the keys preferring one of its members see it: what
+    ServerSet.for_key() returns for them, with TyrantPool's request(),
+    pipeline() and url."""
+
+    __slots__ = ('pair', 'preferred', 'url')
+
+    def __init__(self, pair, preferred):
+        self.pair, self.preferred, self.url = pair, preferred, pair.name
+
+    def request(self, command, *args):
+        return self.pair.request(self.preferred, command, args)
+
+    def pipeline(self, *commands):
+        return self.pair.pipeline(self.preferred, commands)
+
+
+class DualMasterPair(object):
+    """Two servers replicating from each other; failover between them.
+
+    State per member: down (a request failed on it; requests skip it) and
+    behind (it went down while its partner took writes, so it must catch up
+    before it gets keys back).  When both are down, the one that is not
+    behind may come back alone; the other waits for its partner, since
+    serving from it would bring back old sessions.
+    """
+
+    def __init__(self, addresses, connect_timeout, io_timeout, pool_size,
+                 probe_interval=PROBE_INTERVAL):
+        self.name = '|'.join(addresses)
+        self.members = tuple(_MemberPool(address, connect_timeout, io_timeout, pool_size)
+                             for address in addresses)
+        self.routes = (PairRoute(self, 0), PairRoute(self, 1))
+        self.probe_interval = probe_interval
+        self._down = [False, False]
+        self._behind = [False, False]
+        self._reasons = [None, None]
+        self._state = threading.Lock()
+        self._watcher_pid = None      # the process whose watcher thread runs
+        self._scan_member = None      # where the last iterinit went
+
+    def route(self, digest):
+        return self.routes[ord(digest[4]) & 1]
+
+    def is_down(self, index):
+        return self._down[index]
+
+    # -- requests
+    def request(self, preferred, command, args):
+        if command == 'next_keys':
+            return self._continue_scan(args)
+        if command == 'iterinit':
+            return self._failover(preferred, self._start_scan, self._start_scan)
+
+        def send(pool):
+            return pool.request(command, *args)
+        if command == 'putkeep':
+            resend = lambda pool: _putkeep_resolved(pool, *args)
+        else:
+            resend = send if command in _RESENDABLE else None
+        return self._failover(preferred, send, resend)
+
+    def pipeline(self, preferred, commands):
+        def send(pool):
+            return pool.pipeline(*commands)
+        if all(command[0] in _RESENDABLE or command[0] == 'putkeep' for command in commands):
+            resend = lambda pool: _pipeline_putkeep_resolved(pool, commands)
+        else:
+            resend = None
+        return self._failover(preferred, send, resend)
+
+    def _failover(self, preferred, send, resend):
+        """send(pool) to the first member that is up; if that fails, to the
+        other: with `send` again if the request never left, else with
+        `resend` (None: its outcome is unknown and it cannot be repeated,
+        so the failure is raised)."""
+        failures = []
+        for index in self._order(preferred):
+            try:
+                return send(self.members[index])
+            except TyrantUnavailable as exc:
+                self._lost(index, exc)
+                failures.append(exc)
+                if getattr(exc, 'sent', True):
+                    if resend is None:
+                        raise
+                    send = resend
+        raise self._unavailable(failures)
+
+    def _order(self, preferred):
+        down = self._down
+        if not (down[0] or down[1]):
+            return _BOTH_UP_ORDER[preferred]
+        self._keep_watching()
+        return tuple(index for index in (preferred, 1 - preferred) if not down[index])
+
+    def _start_scan(self, pool):
+        """iterinit: Tyrant's iterator lives in one server, so next_keys must
+        follow iterinit there (iterinit itself can be sent again)."""
+        pool.request('iterinit')
+        self._scan_member = self.members.index(pool)
+
+    def _continue_scan(self, args):
+        index = self._scan_member
+        if index is None:
+            raise TcjsonError('tyrant: next_keys on %s without iterinit' % self.name)
+        try:
+            return self.members[index].request('next_keys', *args)
+        except TyrantUnavailable as exc:
+            self._lost(index, exc)
+            raise                 # the iterator went with its server: scan again
+
+    def _unavailable(self, failures):
+        reasons = [str(exc) for exc in failures]
+        reasons += ['%s: %s' % (self.members[index].url, self._reasons[index])
+                    for index in (0, 1) if not failures and self._reasons[index]]
+        return PairUnavailable(self.name, reasons)
+
+    # -- health
+    def _lost(self, index, exc):
+        """A request failed on member `index`: mark it down."""
+        with self._state:
+            if self._down[index]:
+                return
+            self._down[index] = True
+            self._reasons[index] = str(exc)
+            if not self._down[1 - index]:
+                self._behind[index] = True          # its partner takes the writes now
+            self._start_watcher()
+        self.members[index].close()                 # its idle connections are dead too
+        log.warning('Tokyo Tyrant %s of pair %s is down (%s); its keys go to %s until it '
+                    'is back and has caught up', self.members[index].url, self.name, exc,
+                    self.members[1 - index].url)
+
+    def _restore(self, index):
+        with self._state:
+            self._down[index] = self._behind[index] = False
+            self._reasons[index] = None
+            if self._down[1 - index]:
+                self._behind[1 - index] = True
+        log.warning('Tokyo Tyrant %s of pair %s is back and has its keys again',
+                    self.members[index].url, self.name)
+
+    def _start_watcher(self):
+        """With self._state held: a watcher thread for this process."""
+        if self._watcher_pid == os.getpid():
+            return
+        self._watcher_pid = os.getpid()
+        watcher = threading.Thread(target=self._watch, name='tyrant watcher %s' % self.name)
+        watcher.daemon = True
+        watcher.start()
+
+    def _keep_watching(self):
+        """After a fork only the forking thread survives: a member marked
+        down before it needs a watcher in this process too."""
+        if self._watcher_pid != os.getpid():
+            with self._state:
+                if self._down[0] or self._down[1]:
+                    self._start_watcher()
+
+    def _watch(self):
+        while True:
+            time.sleep(self.probe_interval)
+            with self._state:
+                down = [index for index in (0, 1) if self._down[index]]
+                if not down:
+                    self._watcher_pid = None
+                    return
+            for index in down:
+                try:
+                    self._try_to_restore(index)
+                except Exception:                   # keep watching whatever happens
+                    log.exception('tyrant: checking %s failed', self.members[index].url)
+
+    def _try_to_restore(self, index):
+        try:
+            self.members[index].request('rnum')
+        except TyrantUnavailable:
+            return                                  # still down
+        if self._behind[index]:
+            if self._down[1 - index] or not self._caught_up(index):
+                return
+        self._restore(index)
+
+    def _caught_up(self, index):
+        """Whether member `index` and its partner have each applied what
+        the other logged: a marker written on each must appear on the
+        other.  Replication applies records in log order, so a marker that
+        arrived brings everything logged before it."""
+        partner = 1 - index
+        token = uuid.uuid4().hex
+        written = [(where, CATCH_UP_KEY % (_HOST, os.getpid(), self.members[where].url))
+                   for where in (index, partner)]
+        try:
+            for where, key in written:
+                self.members[where].request('put', key, token)
+            waiting = [(1 - where, key) for where, key in written]
+            deadline = time.time() + CATCH_UP_LIMIT
+            while waiting:
+                waiting = [(where, key) for where, key in waiting
+                           if self._read(where, key) != token]
+                if waiting and time.time() > deadline:
+                    log.warning('tyrant: %s has not caught up with %s within %d s; does '
+                                'each replicate from the other (-mhost, -mport, -ulog)?',
+                                self.members[index].url, self.members[partner].url,
+                                CATCH_UP_LIMIT)
+                    return False
+                if waiting:
+                    time.sleep(CATCH_UP_POLL)
+            for where, key in written:
+                self.members[where].request('out', key)
+        except (TyrantUnavailable, pytyrant.TyrantError):
+            return False                            # try again at the next probe
+        return True
+
+    def _read(self, where, key):
+        try:
+            return self.members[where].request('get', key)
+        except pytyrant.TyrantError:
+            return None
+
+    def close(self):
+        for member in self.members:
+            member.close()
+
 
 class ServerSet(object):
     """The servers named by one ``url`` option, and which of them holds a key.
@@ -358,27 +797,60 @@ class ServerSet(object):
     ``request()`` and ``pipeline()`` as TyrantPool has them, so the caller
     never knows how many servers there are.  ``shards()`` gives one such
     object per shard, for work that must visit every record once (purge).
+    For one plain server both give its TyrantPool itself: nothing is added
+    to a request.
     """
 
-    def __init__(self, url, pool):
-        self.url, self._pool = url, pool
+    def __init__(self, url, shards):
+        self.url = url
+        self.servers = shards          # per shard: a TyrantPool or a DualMasterPair
+        single = len(shards) == 1 and not isinstance(shards[0], DualMasterPair)
+        self._single = shards[0] if single else None
+        self._ring = HashRing([_shard_name(shard) for shard in shards]) \
+            if len(shards) > 1 else None
 
     def for_key(self, key):
-        return self._pool
+        if self._single is not None:
+            return self._single
+        digest = hashlib.md5(_bytes(key)).digest()
+        shard = self.servers[self._ring.shard_of(digest)] if self._ring else self.servers[0]
+        return shard.route(digest) if isinstance(shard, DualMasterPair) else shard
+
+    def shard_index(self, key):
+        """Which shard holds `key` (0 with one shard)."""
+        if self._ring is None:
+            return 0
+        return self._ring.shard_of(hashlib.md5(_bytes(key)).digest())
 
     def shards(self):
-        return [self._pool]
+        return [shard.routes[0] if isinstance(shard, DualMasterPair) else shard
+                for shard in self.servers]
+
+
+def _shard_name(shard):
+    return shard.name if isinstance(shard, DualMasterPair) else shard.url
 
 
 _server_sets = {}
 
 
 def get_servers(url, connect_timeout=None, io_timeout=None, pool_size=None):
-    """The process's ServerSet for `url` (created on first use; no I/O)."""
+    """The process's ServerSet for `url` (created on first use; no I/O).
+    A bad url or option raises ConfigError (at startup: Beaker constructs
+    a manager for its first request)."""
     key = (url or '').strip()
     servers = _server_sets.get(key)
     if servers is None:
-        pool = get_pool(url, connect_timeout, io_timeout, pool_size)
+        servers = _build_servers(url, _pool_options(connect_timeout, io_timeout, pool_size))
         with _pools_lock:
-            servers = _server_sets.setdefault(key, ServerSet(key, pool))
+            servers = _server_sets.setdefault(key, servers)
     return servers
+
+
+def _build_servers(url, options):
+    shards = parse_servers(url)
+    if len(shards) == 1 and len(shards[0]) == 1:
+        return ServerSet(url.strip(), [get_pool(url, **options)])
+    return ServerSet(canonical_url(shards),
+                     [DualMasterPair(shard, **options) if len(shard) == 2
+                      else get_pool(shard[0], **options) for shard in shards])
