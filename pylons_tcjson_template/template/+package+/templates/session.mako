@@ -1,7 +1,12 @@
 <%inherit file="/base.mako"/>
 <%def name="title()">Session sample</%def>
 ## Flash messages: stored in the session by one request, shown by the next.
+## c.problem: why the form just sent was refused (this page is then the
+## answer "400 Bad Request").
 <%def name="flash()">
+  % if c.problem:
+  <p class="flash flash-error" id="problem">${c.problem}</p>
+  % endif
   % for message in c.messages:
   <p class="flash flash-${message.category}">${message}</p>
   % endfor
@@ -33,22 +38,33 @@
     <p id="signed-in">Signed in as <strong id="user">${c.user}</strong>.</p>
     % else:
     <form method="post" action="${h.url('session_login')}" class="login" id="login-form">
+      ${h.csrf_field()}
       <label>Sign in as <input type="text" name="name" id="name" required maxlength="64" placeholder="alice"></label>
       <button type="submit" id="login">Sign in</button>
     </form>
     % endif
     <div class="actions">
-      <form method="post" action="${h.url('session_regenerate')}">
+      <form method="post" action="${h.url('session_regenerate')}" id="regenerate-form">
+        ${h.csrf_field()}
         <button type="submit" id="regenerate">New session id</button>
       </form>
-      <form method="post" action="${h.url('session_logout')}">
+      <form method="post" action="${h.url('session_invalidate')}" id="start-over-form">
+        ${h.csrf_field()}
+        <button type="submit" id="start-over">Start over</button>
+      </form>
+      <form method="post" action="${h.url('session_logout')}" id="logout-form">
+        ${h.csrf_field()}
         <button type="submit" class="danger" id="logout">Log out</button>
       </form>
     </div>
-    <p class="muted">Signing in changes the session id (against session
-      fixation); &ldquo;New session id&rdquo; does only that, keeping every
-      value under a new key. &ldquo;Log out&rdquo; deletes the record
-      itself.</p>
+    <p class="muted">Signing in changes the session id
+      (<code>session.regenerate_id()</code>, against session fixation);
+      &ldquo;New session id&rdquo; does only that, keeping every value under
+      a new key. &ldquo;Start over&rdquo; (<code>session.invalidate()</code>)
+      deletes the record and begins a new, empty session. &ldquo;Log
+      out&rdquo; (<code>session.delete()</code>) deletes the record and the
+      cookie. Each time the old id is worthless afterwards. Every form here
+      carries a hidden token against cross-site request forgery.</p>
   </section>
 </div>
 
@@ -65,6 +81,7 @@
         <td><span class="type type-${h.json_type(value)}">${h.json_type(value)}</span></td>
         <td class="right">
           <form method="post" action="${h.url('session_delete')}">
+            ${h.csrf_field()}
             <input type="hidden" name="key" value="${key}">
             <button type="submit" class="small">Delete</button>
           </form>
@@ -78,12 +95,13 @@
   % endif
 
   <form method="post" action="${h.url('session_set')}" class="setform" id="set-form">
-    <label>Name <input type="text" name="key" id="key" required maxlength="64" placeholder="colour"></label>
-    <label>Value <input type="text" name="value" id="value" placeholder="blue, 42, true, [1, 2] ..."></label>
+    ${h.csrf_field()}
+    <label>Name <input type="text" name="key" id="key" required maxlength="64" placeholder="colour" value="${c.form.get('key', '')}"></label>
+    <label>Value <input type="text" name="value" id="value" placeholder="blue, 42, true, [1, 2] ..." value="${c.form.get('value', '')}"></label>
     <label>Store as
       <select name="kind" id="kind">
         <option value="string">text (a JSON string)</option>
-        <option value="json">JSON (number, true, null, [..], {..})</option>
+        <option value="json" ${'selected' if c.form.get('kind') == 'json' else ''}>JSON (number, true, null, [..], {..})</option>
       </select>
     </label>
     <button type="submit" id="store">Store</button>
