@@ -108,7 +108,7 @@ import pytyrant
 import simplejson as json
 from beaker import cache as beaker_cache
 from beaker.container import NamespaceManager
-from beaker.session import Session, SessionObject
+from beaker.session import Session
 from beaker.synchronization import SynchronizerImpl, file_synchronizer
 
 # ConfigError, TyrantUnavailable, get_pool and parse_url are also this
@@ -878,8 +878,8 @@ def register(name='ext:tcjson'):
 # ---------------------------------------------------------- session helpers
 
 def _session_manager(session):
-    if isinstance(session, SessionObject):
-        session = session._session()
+    if not isinstance(session, Session):
+        session = session._session()     # Beaker's lazy SessionObject (or Pylons' proxy)
     if not isinstance(session, TyrantSession):
         raise TypeError('session is not a tcjson.TyrantSession (session_class)')
     if getattr(session, 'namespace', None) is None or session.namespace.namespace != session.id:

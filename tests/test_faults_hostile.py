@@ -7,8 +7,12 @@ After every case the `paster serve` process must still be alive and a
 bystander's session (made before the case) must still count on.
 (A Tyrant that answers garbage is tests/test_tcjson_hostile_server.py.)
 """
+import base64
 import json
+import os
+import pickle
 import random
+import zlib
 
 import pytest
 from beaker.cache import CacheManager
@@ -112,18 +116,19 @@ def test_malformed_cookie_header_gets_a_fresh_session(project, bystander, case):
                                         'bystander:session'])
 def test_signed_odd_session_id_touches_no_other_record(project, bystander, session_id):
     """A correctly signed cookie (the secret leaked, or Beaker's own id
-    format changed) with an id that is not hex: it is just a key."""
+    format changed) with an id that is not hex and has no record: it is
+    never adopted (an id with no record gets a fresh one, so nobody can
+    choose a victim's id), and no other record changes."""
     before = all_records(project)
     header = '%s=%s' % (project.cookie_name, sign_cookie_value(project.secret, session_id))
     first = cookie_request(project, header)
-    assert first.status == 200, (first.status, first.error, first.body[:300])
-    assert first.value('session-id') == session_id
+    assert is_fresh(project, first)
+    fresh_id = first.value('session-id')
+    assert fresh_id != session_id and len(fresh_id) == 32
     key = first.value('record-key')
-    assert key == '%s%s:session' % (project.prefix, session_id)
-    second = cookie_request(project, header)
-    assert second.status == 200 and second.visits == first.visits + 1
+    assert key == '%s%s:session' % (project.prefix, fresh_id)
     after = all_records(project)
-    assert json.loads(after[key])['visits'] == second.visits
+    assert json.loads(after[key])['visits'] == 1
     changed = set(k for k in set(before) | set(after) if before.get(k) != after.get(k))
     assert changed == set([key])
 
@@ -138,7 +143,30 @@ JUNK = {
     '10 MB junk': '\x00\x01junk' * (1024 * 1024 + 1),
     'invalid UTF-8': '{"visits": 1, "name": "\xff\xfe\xc3"}',
     'truncated': '{"visits": 3, "_creation_time": 1',
+    # Issue 10: records that are valid JSON, or look like our own envelope,
+    # but would cost the server dearly or mislead Beaker.
+    'compressed bomb in the envelope': json.dumps({'tcjson': 'beaker-opaque', 'data':
+        base64.b64encode(zlib.compress('{"pad": "%s"}' % ('x' * (64 * 1024 * 1024)), 9))}),
+    'nested 100,000 deep': '{"visits": %s%s}' % ('[' * 100000, ']' * 100000),
+    'nested 40 deep': '{"visits": %s%s}' % ('[' * 40, ']' * 40),
+    'float out of range': '{"visits": 1, "x": 1e999}',
+    'access time as text': '{"visits": 1, "_accessed_time": "yesterday"}',
+    'creation time as a list': '{"visits": 1, "_creation_time": [1]}',
+    'expiry as text': '{"visits": 1, "_expires": "never"}',
+    '80,000 keys': '{%s}' % ','.join('"k%d": 1' % n for n in range(80000)),
+    'unknown tcjson marker': '{"tcjson": "something-else", "visits": 1}',
 }
+
+PWNED = '/tmp/tcjson-pickle-ran-%d' % os.getpid()
+
+
+class _RunsCode(object):
+    def __reduce__(self):
+        return (os.system, ('touch %s' % PWNED,))
+
+
+JUNK['pickle in the envelope'] = json.dumps({'tcjson': 'beaker-opaque', 'data':
+                                             base64.b64encode(pickle.dumps(_RunsCode(), 2))})
 
 
 @pytest.mark.parametrize('case', sorted(JUNK))
@@ -159,6 +187,7 @@ def test_junk_record_gives_400_and_a_fresh_cookie(project, bystander, case):
     assert is_fresh(project, fresh)
     assert fresh.value('record-key') != key
     assert raw_get(project.tyrant_port, key) == junk
+    assert not os.path.exists(PWNED)                      # no pickle was ever loaded
 
 
 ODD_KEYS = ['plain', 'nul\x00byte', 'co:lon', 'a:b:c', 'with space', ' ',

@@ -487,3 +487,23 @@ def test_eight_threads_over_http_on_one_session_lose_no_update(tyrant):
     record = stored(tyrant, 'beaker:%s:session' % sid)
     assert errors == []
     assert [record['t%d' % n] for n in range(8)] == [100] * 8
+
+
+# ---- a record is untrusted input
+
+@pytest.mark.parametrize('call', ['/regenerate', '/delete', '/invalidate', '/inc'])
+def test_cookie_attributes_never_come_from_a_record(tyrant, call):
+    """Beaker copies _domain and _path from the session into Set-Cookie;
+    a record written by another program must not choose them."""
+    sid = 'c' * 32
+    raw_put(tyrant, 'beaker:%s:session' % sid, json.dumps({
+        '_accessed_time': time.time(), '_domain': 'attacker.example',
+        '_path': '/\r\nX-Injected: 1', 'visits': 1}))
+    app = session_app(tyrant.url, cookie_path='/app')
+    app.set_cookie('beaker.session.id', sid)
+    reply = app.get(call)
+    cookies = ' '.join(value for name, value in reply.headerlist if name.lower() == 'set-cookie')
+    assert 'attacker' not in cookies and '\r' not in cookies and '\n' not in cookies
+    if call in ('/regenerate', '/delete'):          # the calls that send a cookie
+        assert 'Path=/app' in cookies
+    assert not any(name.lower() == 'x-injected' for name, _ in reply.headerlist)
