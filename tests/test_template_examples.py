@@ -283,13 +283,16 @@ def test_waits_for_a_held_lock_and_takes_over_a_dead_one(app, example):
     assert 0.4 < time.time() - started < 5            # gave up after io_timeout=0.5
     assert client[lock_key] == held                   # someone else's: left alone
     assert 'busy' not in json.loads(client[app.record_key(session_id)])
-    # Its holder died (the lock expired): taken over, used and released.
-    client[lock_key] = json.dumps({'tcjson': 'lock', 'owner': 'crashed/1/x',
-                                   '_expires': time.time() - 1})
-    code, _, err = run_example(app, example, cookie, 'set', 'busy', '2', ini='fast.ini')
-    assert code == 0, err
-    assert client.get(lock_key) is None
-    assert record_shown(browser.get('/session')[1])['busy'] == 2
+    # Its holder died (the lock expired), or it is no lock at all: taken
+    # over, used and released, as the application does.
+    dead = json.dumps({'tcjson': 'lock', 'owner': 'crashed/1/x', '_expires': time.time() - 1})
+    for number, lock in enumerate([dead, 'junk', '{"_expires": "soon"}'], 2):
+        client[lock_key] = lock
+        code, _, err = run_example(app, example, cookie, 'set', 'busy', str(number),
+                                   ini='fast.ini')
+        assert code == 0, err
+        assert client.get(lock_key) is None
+    assert record_shown(browser.get('/session')[1])['busy'] == 4
 
 
 def test_readme_documents_sharing_the_session(app):

@@ -228,11 +228,12 @@ async function lockAndRead(tyrant, lockKey, recordKey, lifetime) {
     if (taken) return [record, takenAt + lifetime * 1000];
     tyrant.send(request(GET, lockKey));
     const held = await tyrant.value();
-    let stale = false;
+    let expires;
     try {
-      stale = held !== null && JSON.parse(held)._expires < Date.now() / 1000;
-    } catch { /* not a lock we understand: wait for it */ }
-    if (stale) { // its holder died: take it over
+      expires = JSON.parse(held)?._expires;
+    } catch { /* junk: nobody's lock */ }
+    const alive = typeof expires === 'number' && expires >= Date.now() / 1000;
+    if (held !== null && !alive) { // its holder died: take it over
       tyrant.send(request(OUT, lockKey));
       await tyrant.ok();
       continue;

@@ -194,10 +194,10 @@ def lock_and_read(tyrant, lock_key, record_key, lifetime):
         tyrant.send(request(GET, lock_key))
         held = tyrant.value()
         try:
-            stale = held is not None and json.loads(held)['_expires'] < time.time()
+            alive = json.loads(held)['_expires'] >= time.time()
         except (ValueError, KeyError, TypeError):
-            stale = False                         # not a lock we understand: wait
-        if stale:                                 # its holder died: take it over
+            alive = False                         # junk (or gone): nobody's lock
+        if held is not None and not alive:        # its holder died: take it over
             tyrant.send(request(OUT, lock_key))
             tyrant.ok()
             continue
