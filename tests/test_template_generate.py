@@ -24,6 +24,7 @@ EXPECTED_FILES = """
     myapp/controllers/home.py myapp/controllers/session.py
     myapp/lib/__init__.py myapp/lib/app_globals.py myapp/lib/base.py
     myapp/lib/helpers.py myapp/lib/session_errors.py myapp/lib/tcjson.py
+    myapp/lib/csrf.py
     myapp/lib/devtyrant/__init__.py myapp/lib/devtyrant/launcher.py
     myapp/lib/devtyrant/server.py
     myapp/model/__init__.py
@@ -115,6 +116,10 @@ def test_default_settings(project):
     assert 'beaker.session.httponly = true' in deployment
     assert 'beaker.session.secure = true' in deployment
     assert 'set debug = false' in deployment
+    # No error mail to a placeholder address (each 500 would try to send
+    # one); the line stays, commented out, to be set to a real address.
+    assert not re.search(r'^\s*email_to\s*=', deployment, re.M)
+    assert '#email_to = ' in deployment
     plugins = open(os.path.join(project, 'MyApp.egg-info',
                                 'paster_plugins.txt')).read().split()
     assert plugins == ['PasteScript', 'Pylons']
@@ -219,6 +224,20 @@ for ini in ("development.ini", "test.ini", "production.ini"):
     assert 'development.ini debug=True secure=false url=127.0.0.1:1978' in output
     assert 'test.ini debug=True' in output
     assert 'production.ini debug=False secure=true' in output
+
+
+def test_readme_teaches_beakers_calls_and_csrf(project):
+    readme = open(os.path.join(project, 'README.txt')).read()
+    for call in ('session.regenerate_id()', 'session.invalidate()',
+                 'session.delete()', '@authenticate_form', 'h.csrf_field()'):
+        assert call in readme, call
+    assert 'SameSite=Lax is not enough' in readme
+    # The helpers that only worked around Beaker's calls are gone.
+    for path in all_files(project):
+        if path.endswith(('.py', '.txt', '.mako')) and not path.endswith('tcjson.py'):
+            text = open(path).read()
+            assert 'destroy_session' not in text, path
+            assert 'regenerate_session_id' not in text, path
 
 
 def test_paster_offers_the_project_commands(project, tmpdir):
