@@ -34,7 +34,7 @@ EXAMPLES = {
              "node is not on PATH (setup.sh installs Debian's nodejs)"),
 }
 # The exit statuses both examples document.
-EXIT_COOKIE, EXIT_NO_SESSION, EXIT_UNREADABLE, EXIT_BUSY, EXIT_TYRANT = 3, 4, 5, 6, 7
+EXIT_USAGE, EXIT_COOKIE, EXIT_NO_SESSION, EXIT_UNREADABLE, EXIT_BUSY, EXIT_TYRANT = 2, 3, 4, 5, 6, 7
 
 each_example = pytest.mark.parametrize('example', [
     pytest.param(name, marks=pytest.mark.skipif(found is None, reason=reason))
@@ -80,6 +80,7 @@ def app(tmpdir_factory):
         fast_ini = os.path.join(directory, 'fast.ini')
         shutil.copy(os.path.join(directory, 'development.ini'), fast_ini)
         set_ini_value(fast_ini, 'app:main', 'beaker.session.io_timeout', '0.5')
+        set_ini_value(fast_ini, 'app:main', 'beaker.session.max_session_size', '4096')
         served = Served(directory, develop_install(directory, base), port=http_port,
                         log=str(base.join('serve.log'))).start()
         yield App(directory, served, tyrant)
@@ -300,6 +301,21 @@ def test_waits_for_a_held_lock_and_takes_over_a_dead_one(app, example):
         assert code == 0, err
         assert client.get(lock_key) is None
     assert record_shown(browser.get('/session')[1])['busy'] == 4
+
+
+@each_example
+def test_refuses_to_make_a_record_the_app_cannot_load(app, example):
+    browser, session_id, cookie = new_session(app)
+    client = app.client()
+    record_before = client[app.record_key(session_id)]
+    code, _, err = run_example(app, example, cookie, 'set', 'big', json.dumps('x' * 4096),
+                               ini='fast.ini')                     # max_session_size=4096
+    assert code == EXIT_USAGE and 'max_session_size' in err, err
+    assert client[app.record_key(session_id)] == record_before
+    assert client.get(app.lock_key(session_id)) is None
+    code, _, err = run_example(app, example, cookie, 'set', 'small', json.dumps('x' * 100),
+                               ini='fast.ini')
+    assert code == 0, err
 
 
 def test_readme_documents_sharing_the_session(app):

@@ -71,7 +71,7 @@ function readSettings(file) {
     if (value === undefined) fail(EXIT.usage, `${file} sets no beaker.session.${name}`);
     return value;
   };
-  const seconds = (name, fallback) => {
+  const number = (name, fallback) => {
     const value = Number(option(name, fallback));
     if (Number.isFinite(value)) return value;
     fail(EXIT.usage, `${file}: beaker.session.${name} is not a number`);
@@ -85,8 +85,8 @@ function readSettings(file) {
   return {
     host, port: Number(port), prefix: option('prefix', 'beaker:'),
     cookieName: option('key', 'beaker.session.id'), secret: option('secret'),
-    connectTimeout: seconds('connect_timeout', '1'), ioTimeout: seconds('io_timeout', '2'),
-    timeout: seconds('timeout', '0'),
+    connectTimeout: number('connect_timeout', '1'), ioTimeout: number('io_timeout', '2'),
+    timeout: number('timeout', '0'), maxSessionSize: number('max_session_size', '1048576'),
   };
 }
 
@@ -256,11 +256,15 @@ async function setKey(tyrant, settings, sessionId, key, value) {
   try {
     const record = liveRecord(raw, settings); // as read under the lock
     record[key] = value;
+    const data = JSON.stringify(record);
+    if (Buffer.byteLength(data) > settings.maxSessionSize) { // the application could not load it
+      fail(EXIT.usage, `the session would be ${Buffer.byteLength(data)} bytes, over beaker.session.max_session_size; nothing was written`);
+    }
     if (performance.now() >= lapsesAt) { // another program may hold it by now
       fail(EXIT.busy, 'the lock lapsed before the write; nothing was written');
     }
     lapsesAt = 0; // put and unlock in one round trip
-    tyrant.send(request(PUT, recordKey, JSON.stringify(record)), request(OUT, lockKey));
+    tyrant.send(request(PUT, recordKey, data), request(OUT, lockKey));
     const [stored] = [await tyrant.ok(), await tyrant.ok()];
     if (!stored) fail(EXIT.tyrant, 'Tokyo Tyrant refused to store the session');
   } finally {

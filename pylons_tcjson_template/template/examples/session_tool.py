@@ -51,10 +51,11 @@ def read_settings(ini_path, section='app:main'):
         return value
 
     try:
-        seconds = {name: float(option(name, default)) for name, default in
-                   [('connect_timeout', '1'), ('io_timeout', '2'), ('timeout', '0')]}
+        numbers = {name: float(option(name, default)) for name, default in
+                   [('connect_timeout', '1'), ('io_timeout', '2'), ('timeout', '0'),
+                    ('max_session_size', '1048576')]}
     except ValueError:
-        raise Failure(EXIT_USAGE, '%s: a beaker.session timeout is not a number' % ini_path)
+        raise Failure(EXIT_USAGE, '%s: a beaker.session number is not a number' % ini_path)
     url = option('url')
     if any(mark in url for mark in '|;,'):      # 'a:1|b:2;c:3': beyond this example
         raise Failure(EXIT_USAGE, 'beaker.session.url %r names several servers; this '
@@ -65,7 +66,7 @@ def read_settings(ini_path, section='app:main'):
     return SimpleNamespace(host=host.strip('[]'), port=int(port),   # [::1]:1978
                            prefix=option('prefix', 'beaker:'),
                            cookie_name=option('key', 'beaker.session.id'),
-                           secret=option('secret'), **seconds)
+                           secret=option('secret'), **numbers)
 
 
 def session_id_from(cookie, settings):
@@ -218,10 +219,14 @@ def set_key(tyrant, settings, session_id, key, value):
         record = live_record(raw, settings)              # as read under the lock
         record[key] = value
         data = json.dumps(record, ensure_ascii=False, separators=(',', ':'), allow_nan=False)
+        data = data.encode('utf-8')
+        if len(data) > settings.max_session_size:    # the application could not load it
+            raise Failure(EXIT_USAGE, 'the session would be %d bytes, over beaker.session.'
+                          'max_session_size; nothing was written' % len(data))
         if time.monotonic() >= lapses_at:      # another program may hold it by now
             raise Failure(EXIT_BUSY, 'the lock lapsed before the write; nothing was written')
         lapses_at = 0                          # put and unlock in one round trip
-        tyrant.send(request(PUT, record_key, data.encode('utf-8')), request(OUT, lock_key))
+        tyrant.send(request(PUT, record_key, data), request(OUT, lock_key))
         stored, _ = tyrant.ok(), tyrant.ok()
         if not stored:
             raise Failure(EXIT_TYRANT, 'Tokyo Tyrant refused to store the session')
