@@ -54,26 +54,44 @@ class PasterTyrant(object):
         return end_process(self.process, signum, timeout=15)
 
 
+TOKEN = '_authentication_token'
+
+
+def form_token(page):
+    """The CSRF token in the forms of a page of the sample."""
+    match = re.search(r'<input name="%s" type="hidden" value="([^"]*)"' % TOKEN, page)
+    return match.group(1) if match else None
+
+
 class Browser(object):
-    """urllib2 with a cookie jar; answers 4xx/5xx instead of raising."""
+    """urllib2 with a cookie jar; answers 4xx/5xx instead of raising.
+
+    Like a browser submitting a form of the page it shows, post() sends
+    the CSRF token of the last page loaded."""
 
     def __init__(self, base):
         self.base = base
         self.jar = cookielib.CookieJar()
         self.opener = urllib2.build_opener(urllib2.HTTPCookieProcessor(self.jar))
+        self.page = ''
 
-    def request(self, path, data=None):
+    def request(self, path, data=None, headers=None):
         body = urllib.urlencode(data) if data is not None else None
+        request = urllib2.Request(self.base + path, body, headers or {})
         try:
-            response = self.opener.open(self.base + path, body, 15)
+            response = self.opener.open(request, timeout=15)
         except urllib2.HTTPError as error:
             response = error
-        return response.getcode(), response.read(), response.info()
+        self.page = response.read()
+        return response.getcode(), self.page, response.info()
 
     def get(self, path):
         return self.request(path)
 
     def post(self, path, **data):
+        token = form_token(self.page)
+        if token:
+            data.setdefault(TOKEN, token)
         return self.request(path, data)
 
 
@@ -149,6 +167,25 @@ def test_served_over_http_sessions_survive_restarts(project, tmpdir):
         code, output = run([sys.executable, PASTER, 'tcjson-purge',
                             'development.ini'], directory, env)
         assert code == 0 and 'Deleted 0 expired' in output, output
+
+        # A sign-in forged by another site: no token of this session, no
+        # cookie (SameSite), an Origin elsewhere.  403, and no Set-Cookie
+        # that would swap the browser's session for the attacker's.
+        attacker = Browser(served.url)
+        attacker.get('/session')
+        stolen_token = form_token(attacker.page)
+        assert stolen_token
+        forged = Browser(served.url)
+        code, page, headers = forged.request(
+            '/session/login', {'name': 'mallory', TOKEN: stolen_token},
+            {'Origin': 'http://attacker.example'})
+        assert code == 403 and headers.getheader('Set-Cookie') is None, page
+        code, page, headers = forged.request(
+            '/session/login', {'name': 'mallory', TOKEN: stolen_token})
+        assert code == 403 and headers.getheader('Set-Cookie') is None, page
+        count += 1
+        code, page, _ = browser.get('/session')
+        assert visits(page) == count and value(page, 'user') is None
 
         # Logout deletes the record.
         code, page, _ = browser.post('/session/logout')
