@@ -69,6 +69,15 @@ refresh_interval`` and ``timeout`` seconds without a request, and
 passed, i.e. those Beaker would refuse.  Set ``refresh_interval = 0`` to
 write the access time on every request, as Beaker does.
 
+Outages.  A server that refuses or closes the connection raises
+``TyrantUnavailable`` at once; one that does not answer raises it after
+``io_timeout``.  A timeout is not a failure, only an unknown outcome: a
+write sent to a server that was stopped (SIGSTOP, a full disk, a long
+sync) may still be applied when it resumes, after the request was answered
+503.  This module resends a command only where a second copy cannot change
+the outcome (a put of the same whole record, a get, an out): never a
+putcat or an addint, so no retry of ours applies one write twice.
+
 Reading a record is reading untrusted input: other programs write there.
 A session record over max_session_size, not a JSON object, nested deeper
 than MAX_DEPTH, holding more than MAX_VALUES values, with a number JSON
