@@ -318,12 +318,20 @@ def test_refuses_to_make_a_record_the_app_cannot_load(app, example):
     assert code == 0, err
 
 
-def test_readme_documents_sharing_the_session(app):
-    readme = open(os.path.join(app.directory, 'README.txt')).read()
-    section = readme.split('Sharing the session with other programs', 1)[1]
+def test_readme_and_examples_document_the_protocol_and_exit_statuses(app):
+    def text(*path):
+        return ' '.join(open(os.path.join(app.directory, *path)).read().split())
+    section = text('README.txt').split('Sharing the session with other programs', 1)[1]
     for fact in ('examples/session_tool.py', 'examples/session-tool.mjs', 'HMAC-SHA1',
                  '_expires', '_accessed_time', 'putkeep', 'beaker-opaque', 'lock:'):
         assert fact in section, fact
+    statuses = ['%d %s' % pair for pair in [
+        (EXIT_USAGE, 'bad usage'), (EXIT_COOKIE, 'cookie refused'),
+        (EXIT_NO_SESSION, 'no live session'), (EXIT_UNREADABLE, 'record not readable'),
+        (EXIT_BUSY, 'session busy'), (EXIT_TYRANT, 'Tokyo Tyrant unavailable')]]
+    for document in (section, text('examples', 'session_tool.py'),
+                     text('examples', 'session-tool.mjs').replace(' // ', ' ')):
+        assert [status for status in statuses if status not in document] == []
 
 
 @each_example
