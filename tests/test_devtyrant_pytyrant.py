@@ -80,8 +80,10 @@ def test_concat_and_shift_left(db):
     assert db['c'] == 'abcd'
     db.concat('c', 'XY', width=4)       # putshl keeps the last 4 bytes
     assert db['c'] == 'cdXY'
-    db.concat('new', 'xyz', width=2)
-    assert db['new'] == 'yz'
+    db.concat('new', 'xyz', width=2)    # a new record is stored whole, as ttserver does
+    assert db['new'] == 'xyz'
+    db.concat('new', 'Q', width=2)      # ... and cut only when appended to
+    assert db['new'] == 'zQ'
 
 
 def test_putkeep(db):

@@ -12,7 +12,7 @@ import resource
 import struct
 import time
 
-from . import protocol
+from . import protocol, ulog
 from .protocol import FAILURE, SUCCESS
 
 VERSION = '1.1.41'
@@ -20,6 +20,9 @@ PROTOCOL_VERSION = '0.91'
 
 _FRACT = 1000000000000           # adddouble sends the fraction times 1e12
 _DOUBLE_PAIR = struct.Struct('>qq')
+# stat counts failures in three lines: every kind of put, out, and get.
+_MISS_KIND = {'put': 'put', 'putkeep': 'put', 'putcat': 'put', 'putshl': 'put',
+              'putnr': 'put', 'out': 'out', 'get': 'get'}
 
 
 def _status(ok):
@@ -43,20 +46,48 @@ def _split_double(value):
 
 
 class Dispatcher(object):
-    """Runs requests against one store and counts them for ``stat``."""
+    """Runs requests against one store, counts them for ``stat`` and writes
+    what they change to the update log (`journal`, when there is one)."""
 
-    def __init__(self, store):
+    def __init__(self, store, sid=0, journal=None):
         self.store = store
+        self.sid = sid
+        self.journal = journal
+        # Set by the server: answers setmst and adds the master's lines to
+        # stat (replication.Replication).
+        self.replication = None
         self.started = time.time()
         self.counts = dict((name, 0) for name in protocol.COMMANDS.values())
-        self.misses = dict((name, 0) for name in protocol.COMMANDS.values())
+        self.misses = {'put': 0, 'out': 0, 'get': 0}
 
     def handle(self, request):
+        """The response bytes for a client's request (None for putnr)."""
         name = request.command
         self.counts[name] += 1
-        response = getattr(self, 'do_' + name)(*request.args)
-        if response is not None and response[:1] == FAILURE:
-            self.misses[name] += 1
+        response = self._run(request, self.sid, 0)
+        if response[:1] == FAILURE and name in _MISS_KIND:
+            self.misses[_MISS_KIND[name]] += 1
+        return None if name == 'putnr' else response
+
+    def redo(self, body, origin_sid, master_sid):
+        """Apply a record received from a master: run it without counting
+        it, log it as (origin, master).  Returns whether the result here
+        matches the one at the origin (the consistency check); raises
+        ulog.BadBody for a body that is not a loggable command."""
+        request, succeeded_there = ulog.decode_body(body)
+        succeeded_here = self._run(request, origin_sid, master_sid)[:1] == SUCCESS
+        if request.command in ('addint', 'adddouble'):
+            # ttserver only flags a counter that failed here but not there.
+            return succeeded_here or not succeeded_there
+        return succeeded_here == succeeded_there
+
+    def _run(self, request, sid, mid):
+        response = getattr(self, 'do_' + request.command)(*request.args)
+        if self.journal is not None:
+            body = ulog.command_body(request)
+            if body is not None:
+                result = FAILURE if response[:1] == FAILURE else SUCCESS
+                self.journal.write(sid, mid, body + result)
         return response
 
     # ---- writes
@@ -70,12 +101,16 @@ class Dispatcher(object):
         return _status(self.store.putcat(key, value))
 
     def do_putshl(self, key, value, width):
-        joined = (self.store.get(key) or b'') + value
+        old = self.store.get(key)
+        if old is None:
+            # ttserver stores a new record whole; only a value appended to
+            # an existing one is cut to the last `width` bytes.
+            return _status(self.store.put(key, value))
+        joined = old + value
         return _status(self.store.put(key, joined[-width:] if width else b''))
 
     def do_putnr(self, key, value):
-        self.store.put(key, value)
-        return None
+        return _status(self.store.put(key, value))       # handle() sends nothing
 
     def do_out(self, key):
         return _status(self.store.out(key))
@@ -137,7 +172,10 @@ class Dispatcher(object):
         return FAILURE
 
     def do_setmst(self, host, port, ts, opts):
-        return FAILURE
+        if self.replication is None:
+            return FAILURE
+        self.replication.set_master(host.decode('utf-8', 'replace'), port, ts, opts)
+        return SUCCESS
 
     # ---- whole database
     def do_sync(self):
@@ -157,20 +195,32 @@ class Dispatcher(object):
         return SUCCESS + protocol.sized(text.encode('utf-8'))
 
     def stat_pairs(self):
+        """stat's lines in ttserver 1.1.41's order (libver aside, which
+        names this server): the master's lines after bigend while one is
+        configured, every command's count, then the three miss counts."""
         usage = resource.getrusage(resource.RUSAGE_SELF)
+        now = time.time()
         pairs = [
             ('version', VERSION), ('libver', 'tcjson-tyrant'),
             ('protver', PROTOCOL_VERSION), ('os', platform.system()),
-            ('time', '%.6f' % time.time()), ('pid', os.getpid()), ('sid', 0),
+            ('time', '%.6f' % now), ('pid', os.getpid()), ('sid', self.sid),
             ('type', self.store.kind), ('path', self.store.path),
             ('rnum', self.store.rnum()), ('size', self.store.size()),
-            ('bigend', 0), ('memrss', usage.ru_maxrss * 1024),
-            ('ru_user', '%.6f' % usage.ru_utime), ('ru_sys', '%.6f' % usage.ru_stime),
-            ('ru_real', '%.6f' % (time.time() - self.started)),
+            ('bigend', 0),
         ]
-        for name in sorted(self.counts):
+        if self.replication is not None:
+            pairs.extend(self.replication.stat_pairs(now))
+        pairs.extend([
+            ('loadavg', '%.6f' % os.getloadavg()[0]),
+            ('memrss', usage.ru_maxrss * 1024),
+            ('ru_user', '%.6f' % usage.ru_utime), ('ru_sys', '%.6f' % usage.ru_stime),
+            ('ru_real', '%.6f' % (now - self.started)),
+        ])
+        for code in sorted(protocol.COMMANDS):
+            name = protocol.COMMANDS[code]
             pairs.append(('cnt_' + name, self.counts[name]))
-            pairs.append(('cnt_%s_miss' % name, self.misses[name]))
+        for kind in ('put', 'out', 'get'):
+            pairs.append(('cnt_%s_miss' % kind, self.misses[kind]))
         return pairs
 
     # ---- misc: the list functions of ttserver's hash database
@@ -185,9 +235,9 @@ class Dispatcher(object):
 
 
 def _misc_putlist(store, args):
-    if len(args) % 2:
-        return None
-    for i in range(0, len(args), 2):
+    # An odd last argument (a key without its value) is left out, as
+    # ttserver does; the pairs before it are stored and the call succeeds.
+    for i in range(0, len(args) - 1, 2):
         store.put(args[i], args[i + 1])
     return []
 

@@ -27,6 +27,7 @@ COMMANDS = {
     0x70: 'sync', 0x71: 'optimize', 0x72: 'vanish', 0x73: 'copy',
     0x74: 'restore', 0x78: 'setmst',
     0x80: 'rnum', 0x81: 'size', 0x88: 'stat', 0x90: 'misc',
+    0xA0: 'repl',
 }
 CODES = dict((name, code) for code, name in COMMANDS.items())
 
@@ -112,6 +113,7 @@ _ADDINT = struct.Struct('>Ii')
 _ADDDOUBLE = struct.Struct('>Iqq')
 _RESTORE = struct.Struct('>IQI')
 _SETMST = struct.Struct('>IIQI')
+_REPL = struct.Struct('>QI')
 
 
 def _kv(r):
@@ -195,6 +197,7 @@ _PARSERS = {
     'optimize': lambda r: (r.sized(),),
     'copy': _copy, 'restore': _restore, 'setmst': _setmst,
     'misc': _misc,
+    'repl': lambda r: r.unpack(_REPL),          # (ts, sid): the slave's request
 }
 
 

@@ -1,6 +1,7 @@
 """tcjson-tyrant: a Tokyo Tyrant protocol server for development and tests.
 
-    tcjson-tyrant [-host H] [-port P] [DBPATH]
+    tcjson-tyrant [-host H] [-port P] [-ulog DIR] [-ulim N] [-sid N]
+                  [-mhost H] [-mport P] [-rts FILE] [-rcc] [DBPATH]
 
 Speaks ttserver 1.1.41's binary protocol over TCP.  DBPATH ``*`` (or none)
 keeps records in memory; a path ending in ``.tch`` keeps them in a Tokyo
@@ -9,7 +10,9 @@ installed, use that in production; this one is for machines without it.
 
 One thread serves every client through epoll (poll elsewhere): requests are
 small and the stores answer in microseconds, so an event loop gives lower
-latency than a thread per client and cannot deadlock.
+latency than a thread per client and cannot deadlock.  Replication (the
+update log, feeds to slaves, the link to a master: see `replication`) runs
+in the same loop; it is driven by socket events and a deadline it reports.
 """
 from __future__ import absolute_import, print_function
 
@@ -20,8 +23,9 @@ import select
 import signal
 import socket
 import sys
+import time
 
-from . import protocol
+from . import protocol, replication, ulog
 from .commands import Dispatcher
 from .storage import StoreError, open_store
 
@@ -39,7 +43,7 @@ _OUTBUF_LIMIT = 4 * 1024 * 1024
 
 class _Connection(object):
     __slots__ = ('sock', 'fd', 'inbuf', 'outbuf', 'text_bytes', 'watching_out',
-                 'reading', 'peer_done')
+                 'reading', 'peer_done', 'feed')
 
     def __init__(self, sock):
         self.sock = sock
@@ -50,6 +54,7 @@ class _Connection(object):
         self.watching_out = False     # registered for EPOLLOUT?
         self.reading = True           # registered for EPOLLIN?
         self.peer_done = False        # client shut its sending side
+        self.feed = None              # a slave's connection: its replication.Feed
 
 
 class _Poller(object):
@@ -83,9 +88,15 @@ class _Poller(object):
 class TyrantServer(object):
     """Listens on host:port and answers Tyrant requests from one store."""
 
-    def __init__(self, store, host='127.0.0.1', port=DEFAULT_PORT):
+    def __init__(self, store, host='127.0.0.1', port=DEFAULT_PORT, settings=None):
+        """`settings`: replication.Settings (none: no update log, no master).
+        Raises ulog.UpdateLogError when the update log cannot be opened."""
+        settings = settings or replication.Settings()
         self.store = store
-        self.dispatcher = Dispatcher(store)
+        self.update_log = settings.open_update_log()
+        self.dispatcher = Dispatcher(store, settings.sid, self.update_log)
+        self.watchers = {}            # fd -> callback(readable, writable, error)
+        self.replication = settings.start(self.dispatcher, self, self.update_log)
         self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.listener.bind((host, port))
@@ -104,7 +115,7 @@ class TyrantServer(object):
         poller.register(listen_fd, poller.IN)
         while not self.stop_requested:
             try:
-                events = poller.poll(1.0)
+                events = poller.poll(self._poll_timeout())
             except (IOError, OSError, select.error) as exc:
                 if exc.args[0] == errno.EINTR:
                     continue
@@ -115,6 +126,7 @@ class TyrantServer(object):
                     continue
                 conn = self.connections.get(fd)
                 if conn is None:
+                    self._notify_watcher(fd, mask)
                     continue
                 try:
                     self._serve(conn, mask)
@@ -124,6 +136,41 @@ class TyrantServer(object):
                     print('tcjson-tyrant: internal error, connection dropped: %s: %s'
                           % (type(exc).__name__, exc), file=sys.stderr)
                     self._close(conn)
+            self.replication.run(time.time())
+
+    def _poll_timeout(self):
+        """Seconds to wait for events: at most one, less when replication
+        has something to do sooner."""
+        deadline = self.replication.deadline()
+        if deadline is None:
+            return 1.0
+        return min(1.0, max(0.0, deadline - time.time()))
+
+    # ---- sockets that are not clients (the connection to a master)
+    def watch(self, fd, callback, writable=False):
+        """Call `callback(readable, writable, error)` on events of `fd`."""
+        mask = self.poller.IN | (self.poller.OUT if writable else 0)
+        if fd in self.watchers:
+            self.poller.modify(fd, mask)
+        else:
+            self.poller.register(fd, mask)
+        self.watchers[fd] = callback
+
+    def unwatch(self, fd):
+        if self.watchers.pop(fd, None) is not None:
+            self.poller.unregister(fd)
+
+    def _notify_watcher(self, fd, mask):
+        callback = self.watchers.get(fd)
+        if callback is None:
+            return
+        poller = self.poller
+        try:
+            callback(bool(mask & poller.IN), bool(mask & poller.OUT), bool(mask & poller.ERR))
+        except Exception as exc:
+            print('tcjson-tyrant: internal error in replication: %s: %s'
+                  % (type(exc).__name__, exc), file=sys.stderr)
+            self.unwatch(fd)
 
     def _serve(self, conn, mask):
         poller = self.poller
@@ -142,9 +189,12 @@ class TyrantServer(object):
         """Close every socket, then sync and close the database."""
         for conn in list(self.connections.values()):
             self._close(conn)
+        self.replication.close()
         self.listener.close()
         self.store.sync()
         self.store.close()
+        if self.update_log is not None:
+            self.update_log.close()
 
     def _accept(self):
         while True:
@@ -179,13 +229,16 @@ class TyrantServer(object):
             return
         if not data:
             # The client has sent all it will.  Answers it is still owed
-            # go out first; _flush closes once they have.
+            # go out first; _flush closes once they have (a slave that
+            # hangs up is owed nothing).
             conn.peer_done = True
-            if conn.outbuf:
+            if conn.outbuf and conn.feed is None:
                 self._flush(conn)
             else:
                 self._close(conn)
             return
+        if conn.feed is not None:
+            return          # a slave sends nothing after its request; ignore it
         conn.inbuf += data
         if not self._answer(conn):
             # Hang up, but first try to send what the requests before the
@@ -223,6 +276,12 @@ class TyrantServer(object):
                 except protocol.BadRequest:
                     return False
                 pos = pos_after
+                if request.command == 'repl':
+                    # Nothing after it is read (see _read); emptied now,
+                    # before the feed's first bytes flush this connection.
+                    del buf[:]
+                    pos = 0
+                    return self._start_feed(conn, *request.args)
                 try:
                     response = handle(request)
                 except Exception as exc:        # one client's request, not the server
@@ -237,6 +296,19 @@ class TyrantServer(object):
             if pos:
                 del buf[:pos]
         return True
+
+    def _start_feed(self, conn, ts, slave_sid):
+        """Turn the connection into a replication stream to a slave;
+        False to close it (after the reply, if any, went out)."""
+        conn.feed = self.replication.open_feed(
+            ts, slave_sid, send=lambda data: self._send_to_slave(conn, data),
+            backlog=lambda: len(conn.outbuf))
+        return conn.feed is not None
+
+    def _send_to_slave(self, conn, data):
+        if self.connections.get(conn.fd) is conn:
+            conn.outbuf += data
+            self._flush(conn)
 
     def _flush(self, conn):
         try:
@@ -272,6 +344,8 @@ class TyrantServer(object):
         if self.connections.get(fd) is not conn:
             return
         del self.connections[fd]
+        if conn.feed is not None:
+            self.replication.close_feed(conn.feed)
         try:
             self.poller.unregister(fd)
         except (IOError, OSError, ValueError):
@@ -290,13 +364,43 @@ def _parser():
                         help='address to listen on (default 127.0.0.1)')
     parser.add_argument('-port', type=int, default=DEFAULT_PORT,
                         help='port to listen on (default %d)' % DEFAULT_PORT)
+    parser.add_argument('-ulog', metavar='DIR',
+                        help='update log directory (must exist; needs -sid)')
+    parser.add_argument('-ulim', metavar='N', type=ulog.parse_limit,
+                        default=ulog.DEFAULT_LIMIT,
+                        help='start a new update log file past N bytes '
+                             '(k, m, g suffixes; default 1g)')
+    parser.add_argument('-sid', metavar='N', type=int, default=0,
+                        help='server id, 1..65535: for the update log and replication')
+    parser.add_argument('-mhost', metavar='H', help='replicate from the master at H')
+    parser.add_argument('-mport', metavar='P', type=int, default=DEFAULT_PORT,
+                        help="master's port (default %d)" % DEFAULT_PORT)
+    parser.add_argument('-rts', metavar='FILE', default='ttserver.rts',
+                        help='where a slave keeps the timestamp it has replicated up to '
+                             '(default ttserver.rts)')
+    parser.add_argument('-rcc', action='store_true',
+                        help='stop replicating when a record fails here but not on '
+                             'the master')
     parser.add_argument('dbpath', nargs='?', default='*',
                         help='* for in memory (default), or a .tch file')
     return parser
 
 
+def _replication_settings(parser, args):
+    """The replication flags checked; ttserver's warnings printed."""
+    if args.mport < 1:
+        parser.error('-mport must be at least 1')
+    settings = replication.Settings(args.sid, args.ulog, args.ulim, args.mhost, args.mport,
+                                    args.rts, args.rcc)
+    for warning in settings.warnings:
+        print('tcjson-tyrant: %s' % warning, file=sys.stderr)
+    return settings
+
+
 def main(argv=None):
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    settings = _replication_settings(parser, args)
     # Handle SIGTERM/SIGINT from the start: the port accepts connections
     # before serve_forever runs, and a signal in that gap (or while the
     # database opens) must still end in a sync and exit status 0.
@@ -315,7 +419,11 @@ def main(argv=None):
         print('tcjson-tyrant: %s' % exc, file=sys.stderr)
         return 1
     try:
-        server = TyrantServer(store, args.host, args.port)
+        server = TyrantServer(store, args.host, args.port, settings)
+    except ulog.UpdateLogError as exc:
+        store.close()
+        print('tcjson-tyrant: ERROR tculogopen failed: %s' % exc, file=sys.stderr)
+        return 1
     except (socket.error, socket.gaierror, OverflowError) as exc:
         store.close()
         reason = getattr(exc, 'strerror', None) or str(exc)
