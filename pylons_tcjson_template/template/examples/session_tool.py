@@ -40,16 +40,24 @@ class Failure(Exception):
 def read_settings(ini_path, section='app:main'):
     """beaker.session.* as paster reads them (%(here)s: the file's folder)."""
     here = os.path.dirname(os.path.abspath(ini_path))
-    parser = configparser.ConfigParser(defaults={'here': here, '__file__': ini_path})
-    if not parser.read(ini_path, encoding='utf-8') or not parser.has_section(section):
-        raise Failure(EXIT_USAGE, '%s: cannot read it, or it has no [%s]' % (ini_path, section))
+    parser = configparser.ConfigParser(defaults={'here': here, '__file__': ini_path},
+                                       strict=False)        # paste allows repeated options
 
     def option(name, default=None):
-        value = parser.get(section, 'beaker.session.' + name, fallback=default)
+        try:
+            value = parser.get(section, 'beaker.session.' + name, fallback=default)
+        except configparser.Error as exc:                  # e.g. a stray %
+            raise Failure(EXIT_USAGE, '%s: %s' % (ini_path, str(exc).splitlines()[0]))
         if value is None:
             raise Failure(EXIT_USAGE, '%s sets no beaker.session.%s' % (ini_path, name))
         return value
 
+    try:
+        found = parser.read(ini_path, encoding='utf-8')
+    except configparser.Error as exc:
+        raise Failure(EXIT_USAGE, '%s: %s' % (ini_path, str(exc).splitlines()[0]))
+    if not found or not parser.has_section(section):
+        raise Failure(EXIT_USAGE, '%s: cannot read it, or it has no [%s]' % (ini_path, section))
     try:
         numbers = {name: float(option(name, default)) for name, default in
                    [('connect_timeout', '1'), ('io_timeout', '2'), ('timeout', '0'),
