@@ -232,12 +232,18 @@ def http_request(port, method, path, headers=None, body=None, timeout=30.0):
         conn.close()
 
 
+CSRF_FIELD = re.compile(r'<input name="_authentication_token" type="hidden" value="([^"]*)"')
+
+
 class SessionClient(object):
-    """A browser with one cookie: the project's session cookie."""
+    """A browser with one cookie: the project's session cookie.  It sends
+    the sample's forms as a browser does, with the CSRF token of the last
+    page it loaded."""
 
     def __init__(self, port, cookie_name, timeout=30.0):
         self.port, self.cookie_name, self.timeout = port, cookie_name, timeout
         self.cookie = None          # the value as the server set it
+        self.token = None           # the forms' CSRF token, from the last page
 
     def _remember(self, response):
         for header in response.cookies:
@@ -257,12 +263,18 @@ class SessionClient(object):
         body = urllib.urlencode(form) if form is not None else None
         response = http_request(self.port, method, path, headers, body, self.timeout)
         self._remember(response)
+        found = CSRF_FIELD.search(response.body or '')
+        if found:
+            self.token = found.group(1)
         return response
 
     def get(self, path='/session'):
         return self.request('GET', path)
 
     def post(self, path, **form):
+        if self.token is None:
+            self.get()                          # a page of the site: its forms' token
+        form.setdefault('_authentication_token', self.token)
         return self.request('POST', path, form)
 
     def check_alive(self):
