@@ -1009,6 +1009,19 @@ class _PurgeLock(object):
             pass
 
 
+def _prune_user_indexes(url, prefix, keys, now, pool_options):
+    """Hand this batch's user indexes (``<prefix>user:...``, see
+    user_sessions.py) to user_sessions, which drops the entries of sessions
+    that no longer exist and deletes the indexes left empty.  Returns the
+    number of indexes deleted."""
+    start = _bytes(prefix) + 'user:'
+    index_keys = [key for key in keys if key.startswith(start)]
+    if not index_keys:
+        return 0
+    from .user_sessions import prune_indexes      # it imports this module
+    return prune_indexes(url, prefix, index_keys, now=now, **pool_options)
+
+
 def purge_expired(url, prefix=DEFAULT_PREFIX, batch_size=500, progress=None,
                   max_age=None, now=None, max_record=PURGE_READ_BYTES, **pool_options):
     """Delete expired records under `prefix`, `batch_size` keys at a time,
@@ -1025,6 +1038,11 @@ def purge_expired(url, prefix=DEFAULT_PREFIX, batch_size=500, progress=None,
     lost; TyrantSession never rewrites an expired session (it starts a new
     id), so only a request that loaded it just before expiry can hit that
     window.
+
+    The users' session indexes under ``<prefix>user:`` (user_sessions.py)
+    are pruned in the same batches: entries of sessions that no longer
+    exist are dropped, indexes left empty are deleted (and counted in
+    'deleted').
     """
     now = time.time() if now is None else now
     max_age = float(max_age) if max_age else None
@@ -1043,6 +1061,7 @@ def purge_expired(url, prefix=DEFAULT_PREFIX, batch_size=500, progress=None,
                         except pytyrant.TyrantError:
                             pass                       # some vanished meanwhile
                     totals['deleted'] += len(keys_out)
+                totals['deleted'] += _prune_user_indexes(url, prefix, keys, now, pool_options)
                 totals['scanned'] += len(keys)
                 totals['batches'] += 1
                 lock.renew()
