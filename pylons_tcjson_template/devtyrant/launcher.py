@@ -3,11 +3,20 @@
     with TyrantProcess() as server:          # free port, in-memory database
         client = pytyrant.PyTyrant.open(server.host, server.port)
 
+    # A dual-master pair: each logs its writes and follows the other.
+    a = TyrantProcess('a.tch', port=1978, ulog='a-ulog', sid=1,
+                      mhost='127.0.0.1', mport=1979, rts='a.rts')
+    b = TyrantProcess('b.tch', port=1979, ulog='b-ulog', sid=2,
+                      mhost='127.0.0.1', mport=1978, rts='b.rts')
+
 `TyrantProcess` runs ``ttserver`` when ``$TCJSON_TTSERVER`` names one or
 one is on PATH (set ``TCJSON_TTSERVER=builtin`` to force the development
 server), and otherwise this package's development server under the current
 Python.  Tests use it to get a private server per test run, and the paster
-``tyrant`` command to serve development.ini's URL.
+``tyrant`` command to serve development.ini's URL.  The replication options
+become the same flags for either server (-ulog -ulim -sid -mhost -mport
+-rts -rcc); a stopped or killed process starts again on the same port and
+files.
 """
 from __future__ import absolute_import
 
@@ -107,7 +116,13 @@ class TyrantProcess(object):
     """A ttserver (or development server) child process on one port."""
 
     def __init__(self, dbpath='*', host='127.0.0.1', port=None, ttserver=None,
-                 log=None):
+                 log=None, ulog=None, ulim=None, sid=None, mhost=None, mport=None,
+                 rts=None, rcc=False):
+        """`ulog` (update log directory, created if missing), `ulim` (its
+        file size limit, a number or ttserver's "64m" form), `sid` (server
+        id 1..65535), `mhost`/`mport` (the master to replicate from), `rts`
+        (the slave's timestamp file) and `rcc` (stop on an inconsistency)
+        are passed as ttserver's flags; None leaves a flag out."""
         self.dbpath = dbpath
         self.host = host
         self.port = port or free_port(host)
@@ -118,6 +133,8 @@ class TyrantProcess(object):
         self.ttserver = ttserver or None
         self.kind = 'ttserver' if self.ttserver else 'tcjson-tyrant'
         self.log = log
+        self.ulog, self.ulim, self.sid = ulog, ulim, sid
+        self.mhost, self.mport, self.rts, self.rcc = mhost, mport, rts, rcc
         self.process = None
 
     @property
@@ -128,16 +145,33 @@ class TyrantProcess(object):
     def pid(self):
         return self.process.pid if self.process else None
 
+    def replication_flags(self):
+        """-ulog, -ulim, -sid, -mhost, -mport, -rts, -rcc as configured."""
+        flags = []
+        for flag, value in (('-ulog', self.ulog), ('-ulim', self.ulim), ('-sid', self.sid),
+                            ('-mhost', self.mhost), ('-mport', self.mport),
+                            ('-rts', self.rts)):
+            if value is not None:
+                flags += [flag, str(value)]
+        if self.rcc:
+            flags.append('-rcc')
+        return flags
+
     def command(self):
         if self.ttserver:
-            return [self.ttserver, '-host', self.host, '-port', str(self.port),
-                    self.dbpath]
-        return [sys.executable, '-m', _SERVER_MODULE, '-host', self.host,
-                '-port', str(self.port), self.dbpath]
+            program = [self.ttserver]
+        else:
+            program = [sys.executable, '-m', _SERVER_MODULE]
+        return (program + ['-host', self.host, '-port', str(self.port)]
+                + self.replication_flags() + [self.dbpath])
 
     def start(self, timeout=15.0):
+        """Start the server (again, after stop or kill: same port, same
+        files); returns once it accepts connections."""
         if self.running:
             return self
+        if self.ulog and not os.path.isdir(self.ulog):
+            os.makedirs(self.ulog)          # ttserver wants it to exist
         out = self.log if self.log is not None else open(os.devnull, 'wb')
         self.process = subprocess.Popen(self.command(), stdout=out,
                                         stderr=subprocess.STDOUT, close_fds=True)
