@@ -155,8 +155,13 @@ class Tyrant { // one connection; every failure becomes Failure(EXIT.tyrant)
     return new Failure(EXIT.tyrant, `Tokyo Tyrant at ${this.where} is unavailable (${reason})`);
   }
 
-  send(...requests) {
-    this.socket.write(Buffer.concat(requests)); // a lost connection shows in read()
+  // Send [command, ...fields] requests at once; their answers in order: get's
+  // value (null: no such record), else true for success.
+  async pipeline(...requests) {
+    this.socket.write(Buffer.concat(requests.map((fields) => request(...fields)))); // errors: in read()
+    const answers = [];
+    for (const [command] of requests) answers.push(command === GET ? await this.value() : await this.ok());
+    return answers;
   }
 
   async read(size) {
@@ -223,19 +228,16 @@ async function lockAndRead(tyrant, lockKey, recordKey, lifetime) {
   for (let pause = 2; ;) {
     const takenAt = performance.now();
     const lock = { tcjson: 'lock', owner, _expires: Date.now() / 1000 + lifetime };
-    tyrant.send(request(PUTKEEP, lockKey, JSON.stringify(lock)), request(GET, recordKey));
-    const [taken, record] = [await tyrant.ok(), await tyrant.value()];
+    const [taken, record] = await tyrant.pipeline([PUTKEEP, lockKey, JSON.stringify(lock)], [GET, recordKey]);
     if (taken) return [record, takenAt + lifetime * 1000];
-    tyrant.send(request(GET, lockKey));
-    const held = await tyrant.value();
+    const [held] = await tyrant.pipeline([GET, lockKey]);
     let expires;
     try {
       expires = JSON.parse(held)?._expires;
     } catch { /* junk: nobody's lock */ }
     const alive = typeof expires === 'number' && expires >= Date.now() / 1000;
     if (held !== null && !alive) { // its holder died: take it over
-      tyrant.send(request(OUT, lockKey));
-      await tyrant.ok();
+      await tyrant.pipeline([OUT, lockKey]);
       continue;
     }
     if (performance.now() + pause > deadline) {
@@ -256,21 +258,19 @@ async function setKey(tyrant, settings, sessionId, key, value) {
   try {
     const record = liveRecord(raw, settings); // as read under the lock
     record[key] = value;
-    const data = JSON.stringify(record);
-    if (Buffer.byteLength(data) > settings.maxSessionSize) { // the application could not load it
-      fail(EXIT.usage, `the session would be ${Buffer.byteLength(data)} bytes, over beaker.session.max_session_size; nothing was written`);
+    const data = Buffer.from(JSON.stringify(record));
+    if (data.length > settings.maxSessionSize) { // the application could not load it
+      fail(EXIT.usage, `the session would be ${data.length} bytes, over max_session_size; nothing was written`);
     }
     if (performance.now() >= lapsesAt) { // another program may hold it by now
       fail(EXIT.busy, 'the lock lapsed before the write; nothing was written');
     }
     lapsesAt = 0; // put and unlock in one round trip
-    tyrant.send(request(PUT, recordKey, data), request(OUT, lockKey));
-    const [stored] = [await tyrant.ok(), await tyrant.ok()];
+    const [stored] = await tyrant.pipeline([PUT, recordKey, data], [OUT, lockKey]);
     if (!stored) fail(EXIT.tyrant, 'Tokyo Tyrant refused to store the session');
   } finally {
     if (performance.now() < lapsesAt) { // failed before the write: unlock
-      tyrant.send(request(OUT, lockKey));
-      await tyrant.ok();
+      await tyrant.pipeline([OUT, lockKey]);
     }
   }
 }
@@ -298,8 +298,8 @@ try {
   const sessionId = sessionIdFrom(args.cookie, settings);
   tyrant = await new Tyrant(settings).connect(settings.connectTimeout);
   if (args.command === 'get') {
-    tyrant.send(request(GET, `${settings.prefix}${sessionId}:session`));
-    console.log(JSON.stringify(liveRecord(await tyrant.value(), settings), null, 2));
+    const [raw] = await tyrant.pipeline([GET, `${settings.prefix}${sessionId}:session`]);
+    console.log(JSON.stringify(liveRecord(raw, settings), null, 2));
   } else {
     await setKey(tyrant, settings, sessionId, args.key, args.value);
     console.log(`stored ${args.key} = ${JSON.stringify(args.value)}`);

@@ -135,30 +135,31 @@ class Tyrant:
     def unavailable(self, reason):
         return Failure(EXIT_TYRANT, 'Tokyo Tyrant at %s is unavailable (%s)' % (self.where, reason))
 
-    def send(self, *requests):
-        try:
-            self.sock.sendall(b''.join(requests))
-        except OSError as exc:
-            raise self.unavailable('connection lost: %s' % exc)
+    def pipeline(self, *requests):
+        """Send (command, field...) requests at once; return their answers
+        in order: get's value (None: no such record), else True for success."""
+        self.io(self.sock.sendall, b''.join(request(*fields) for fields in requests))
+        return [self.value() if fields[0] == GET else self.ok() for fields in requests]
+
+    def ok(self):
+        return self.read(1) == b'\0'
+
+    def value(self):
+        return self.read(struct.unpack('>I', self.read(4))[0]) if self.ok() else None
 
     def read(self, size):
-        try:
-            data = self.answers.read(size)
-        except socket.timeout:
-            raise self.unavailable('no answer within io_timeout=%gs' % self.io_timeout)
-        except OSError as exc:
-            raise self.unavailable('connection lost: %s' % exc)
+        data = self.io(self.answers.read, size)
         if len(data) < size:
             raise self.unavailable('the server closed the connection')
         return data
 
-    def ok(self):
-        """Read a status byte: True for success."""
-        return self.read(1) == b'\0'
-
-    def value(self):
-        """Read get's answer: the value, or None if there is none."""
-        return self.read(struct.unpack('>I', self.read(4))[0]) if self.ok() else None
+    def io(self, call, *args):
+        try:
+            return call(*args)
+        except socket.timeout:
+            raise self.unavailable('no answer within io_timeout=%gs' % self.io_timeout)
+        except OSError as exc:
+            raise self.unavailable('connection lost: %s' % exc)
 
 
 def live_record(raw, settings):
@@ -195,20 +196,17 @@ def lock_and_read(tyrant, lock_key, record_key, lifetime):
     while True:
         taken_at = time.monotonic()
         lock = {'tcjson': 'lock', 'owner': owner, '_expires': time.time() + lifetime}
-        tyrant.send(request(PUTKEEP, lock_key, json.dumps(lock).encode()),
-                    request(GET, record_key))
-        taken, record = tyrant.ok(), tyrant.value()
+        taken, record = tyrant.pipeline((PUTKEEP, lock_key, json.dumps(lock).encode()),
+                                        (GET, record_key))
         if taken:
             return record, taken_at + lifetime
-        tyrant.send(request(GET, lock_key))
-        held = tyrant.value()
+        held, = tyrant.pipeline((GET, lock_key))
         try:
             alive = json.loads(held)['_expires'] >= time.time()
         except (ValueError, KeyError, TypeError):
             alive = False                         # junk (or gone): nobody's lock
         if held is not None and not alive:        # its holder died: take it over
-            tyrant.send(request(OUT, lock_key))
-            tyrant.ok()
+            tyrant.pipeline((OUT, lock_key))
             continue
         if time.monotonic() + pause > deadline:
             raise Failure(EXIT_BUSY, 'the session is busy: its lock stayed taken for '
@@ -234,14 +232,12 @@ def set_key(tyrant, settings, session_id, key, value):
         if time.monotonic() >= lapses_at:      # another program may hold it by now
             raise Failure(EXIT_BUSY, 'the lock lapsed before the write; nothing was written')
         lapses_at = 0                          # put and unlock in one round trip
-        tyrant.send(request(PUT, record_key, data), request(OUT, lock_key))
-        stored, _ = tyrant.ok(), tyrant.ok()
+        stored, _ = tyrant.pipeline((PUT, record_key, data), (OUT, lock_key))
         if not stored:
             raise Failure(EXIT_TYRANT, 'Tokyo Tyrant refused to store the session')
     finally:
         if time.monotonic() < lapses_at:       # failed before the write: unlock
-            tyrant.send(request(OUT, lock_key))
-            tyrant.ok()
+            tyrant.pipeline((OUT, lock_key))
 
 
 def parse_arguments(argv):
@@ -275,8 +271,8 @@ def main(argv=None):
         with tyrant.sock:
             if args.command == 'get':
                 record_key = '%s%s:session' % (settings.prefix, session_id)
-                tyrant.send(request(GET, record_key.encode()))
-                record = live_record(tyrant.value(), settings)
+                raw, = tyrant.pipeline((GET, record_key.encode()))
+                record = live_record(raw, settings)
                 print(json.dumps(record, indent=2, sort_keys=True, ensure_ascii=False))
             else:
                 set_key(tyrant, settings, session_id, args.key, args.value)
