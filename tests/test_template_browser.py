@@ -8,15 +8,19 @@ WebDriver are needed, so this runs under the Python 2.7 test command.
 Screenshots go to the test's tmpdir and are copied to
 bench/out/template-browser/ for humans.
 """
+import BaseHTTPServer
+import SocketServer
 import base64
 import fcntl
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import threading
 import time
+import urllib2
 
 import pytest
 
@@ -169,6 +173,14 @@ class PipeBrowser(object):
         self.js('document.querySelector(%s).click()' % json.dumps(selector))
         self.wait_event('Page.loadEventFired', since)
 
+    def wait_for(self, expression, timeout=15):
+        """Poll until a JavaScript expression is true."""
+        deadline = time.time() + timeout
+        while not self.js(expression):
+            if time.time() > deadline:
+                raise CDPError('still false: %s' % expression)
+            time.sleep(0.05)
+
     def fill(self, selector, value):
         self.js('document.querySelector(%s).value = %s'
                 % (json.dumps(selector), json.dumps(value)))
@@ -218,6 +230,61 @@ def keep(path):
     return target
 
 
+class _ThreadingServer(SocketServer.ThreadingMixIn, BaseHTTPServer.HTTPServer):
+    daemon_threads = True
+
+
+class AttackerSite(object):
+    """Another site (http://localhost:PORT, not the app's 127.0.0.1): one
+    page whose form signs in to the app as the attacker, submitted by
+    script as soon as it loads -- a login CSRF."""
+
+    PAGE = """<!DOCTYPE html><html><body>
+<form id="forged" method="post" action="%(action)s">
+<input type="hidden" name="name" value="mallory">
+<input type="hidden" name="_authentication_token" value="%(token)s">
+</form>
+<script>document.getElementById("forged").submit()</script>
+</body></html>"""
+
+    def __init__(self, action, token):
+        page = self.PAGE % dict(action=action, token=token)
+
+        class Handler(BaseHTTPServer.BaseHTTPRequestHandler):
+            # Chromium opens spare connections it may never use: do not
+            # wait on them for long.
+            timeout = 2
+
+            def do_GET(self):
+                self.send_response(200)
+                self.send_header('Content-Type', 'text/html')
+                self.end_headers()
+                self.wfile.write(page)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = _ThreadingServer(('127.0.0.1', free_port()), Handler)
+        self.url = 'http://localhost:%d/' % self.server.server_port
+        self.thread = threading.Thread(target=self.server.serve_forever)
+        self.thread.daemon = True
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc_info):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def attacker_token(app_url):
+    """A valid CSRF token -- of a session the attacker opened himself."""
+    page = urllib2.urlopen(app_url + '/session', timeout=15).read()
+    return re.search(r'name="_authentication_token" type="hidden" value="(\w+)"',
+                     page).group(1)
+
+
 def test_click_through_the_session_sample(tmpdir, tyrant_factory):
     tyrant = tyrant_factory()
     http_port = free_port()
@@ -265,6 +332,43 @@ def test_click_through_the_session_sample(tmpdir, tyrant_factory):
         assert 'New session id' in browser.text('.flash')
         assert 'colour' in browser.text('#values')
         assert '"blue"' in browser.text('#values')
+
+        # JSON nested 2000 deep: 400 and the reason, not a 500 (which in
+        # development would open the interactive debugger).
+        browser.fill('#key', 'deep')
+        browser.fill('#value', '[' * 2000)
+        browser.js('document.querySelector("#kind").value = "json"')
+        browser.click_and_wait('#store')
+        assert 'levels deep' in browser.text('#problem')
+        assert browser.js('document.querySelector("#value").value') == '[' * 2000
+        keep(browser.screenshot(str(tmpdir.join('bad-input.png'))))
+
+        # Sign in; then a page of another site forges a sign-in as the
+        # attacker.  The browser keeps its own session: 403, no new cookie.
+        browser.fill('#name', 'alice')
+        browser.click_and_wait('#login')
+        assert browser.text('#user') == 'alice'
+        signed_in_id = browser.text('#session-id')
+        with AttackerSite(served.url + '/session/login',
+                          attacker_token(served.url)) as attacker:
+            browser.navigate(attacker.url)
+            deadline = time.time() + 15
+            while browser.js('location.pathname') != '/session/login':
+                assert time.time() < deadline, 'the forged form was not sent'
+                time.sleep(0.05)
+            browser.wait_for('document.readyState == "complete"')
+            assert '403' in browser.text('h1')
+            keep(browser.screenshot(str(tmpdir.join('forged-login.png'))))
+        browser.navigate(served.url + '/session')
+        assert browser.text('#user') == 'alice'
+        assert browser.text('#session-id') == signed_in_id
+
+        # Start over: a new, empty session under a new id.
+        browser.click_and_wait('#start-over')
+        assert 'Started over' in browser.text('.flash')
+        assert browser.text('#session-id') != signed_in_id
+        assert browser.text('#user') is None
+        assert browser.js('document.querySelector("#values")') is None
 
         # Log out: a new, empty session.
         browser.click_and_wait('#logout')

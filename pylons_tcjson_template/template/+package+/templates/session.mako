@@ -113,10 +113,10 @@
   <p class="muted">The bytes stored under <code>${c.record_key}</code> when
     this request began &ndash; written by your previous request, so
     <code>visits</code> is one behind: this visit is written when the
-    response starts.  Beaker adds <code>_creation_time</code>,
-    <code>_accessed_time</code>, <code>_domain</code> and <code>_path</code>;
-    the backend adds <code>_expires</code>; pending flash messages wait in
-    <code>flash</code>.</p>
+    response starts.  Beaker adds <code>_creation_time</code> and
+    <code>_accessed_time</code>; the backend adds <code>_expires</code>;
+    the forms' CSRF token lives in <code>_authentication_token</code>;
+    pending flash messages wait in <code>flash</code>.</p>
   % if c.raw is None:
   <pre id="raw">(no record yet: a new session is written at the end of its first request)</pre>
   % else:
