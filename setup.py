@@ -30,8 +30,8 @@ setup(
         'Beaker>=1.11',
         'pytyrant>=1.1.17',
         'simplejson',
-        # AES for beaker.session.encrypt_key (Beaker's 'pycrypto' module)
-        'pycryptodome',
+        # AES for beaker.session.encrypt_key (crypto_type = cryptography)
+        'cryptography',
     ],
     extras_require={
         # bench/run.py's peers; in `test` too so the bench smoke test runs them

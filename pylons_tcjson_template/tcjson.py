@@ -35,8 +35,8 @@ converted, bad values are a ConfigError at startup)::
     pool_size        = 10              connections per server per process
     max_session_size = 1048576         bytes of JSON a session record may
                                        have, checked on save and on load
-    encrypt_key, validate_key          Beaker's; needs an AES library
-                                       (pycryptodome), refused without one
+    encrypt_key, validate_key          Beaker's; need an AES library:
+    crypto_type      = cryptography    (the package), refused without one
     lock_dir         = (none)          caches only: file locks, as Beaker's
                                        file backend
 
@@ -198,9 +198,10 @@ def check_session_options(options):
         from beaker.crypto import get_crypto_module
         crypto = get_crypto_module(options.get('crypto_type') or 'default')
         if not getattr(crypto, 'has_aes', False):
-            raise ConfigError('tcjson: beaker.session.encrypt_key is set but no AES library '
-                              'is installed, so Beaker would store the session unencrypted; '
-                              'pip install pycryptodome')
+            raise ConfigError('tcjson: beaker.session.encrypt_key is set but crypto_type %r '
+                              'has no AES, so Beaker would store the session unencrypted; '
+                              'set beaker.session.crypto_type = cryptography (pip install '
+                              'cryptography)' % (options.get('crypto_type') or 'default'))
         if not options.get('validate_key'):
             raise ConfigError('tcjson: beaker.session.encrypt_key needs '
                               'beaker.session.validate_key as well')
