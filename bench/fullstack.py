@@ -1,11 +1,13 @@
 """Part 2: the full stack -- an app under ``paster serve`` driven by wrk.
 
 `generated_app()` runs ``paster create -t pylons_tcjson`` into a temporary
-directory (the real template, as a user would), and `serve()` starts
+directory (the real template, as a user would), and `Served` starts
 ``paster serve`` (Paste's threaded HTTP server) on an ini derived from the
 generated development.ini: debug off, quiet logging, and either the
-template's ext:tcjson sessions or Beaker's memory sessions -- nothing else
-differs.  wrk replays one session cookie at 1 and at 16 connections.
+template's ext:tcjson sessions (tcjson.TyrantSession) or, for comparison,
+Beaker's own Session over memory, ext:memcached or ext:redis -- nothing
+else differs.  wrk replays one session cookie at 1 and at 16 connections;
+lost_updates.py sends 8 threads of concurrent writes to one session.
 
 `mini_app_ini()` is the additional, NOT equivalent, comparison: a Pylons-less
 WSGI app (bench/mini_app.py) under the same paste HTTP server and the same
@@ -27,6 +29,8 @@ except ImportError:                      # pragma: no cover (py3)
     from urllib.error import HTTPError
 
 from pylons_tcjson_template.devtyrant.launcher import end_process, free_port, wait_for_port
+
+import lost_updates
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 VISIT_PATH = '/benchvisit/index'
@@ -61,14 +65,18 @@ def generated_app(workdir, tyrant_url):
     with open(os.path.join(appdir, 'benchapp', 'controllers',
                            'benchvisit.py'), 'w') as out:
         out.write(VISIT_CONTROLLER)
+    let_beaker_sessions_serve(os.path.join(appdir, 'benchapp', 'config',
+                                           'middleware.py'))
     return appdir
 
 
 # Added to the generated project by the bench (reached through the
 # template's generic /{controller}/{action} route): the visit counter alone,
-# without the sample page's tcjson-only extras, so that memory sessions can
-# run the very same code.
-VISIT_CONTROLLER = """from pylons import session
+# without the sample page's tcjson-only extras, so that the peers' sessions
+# run the very same code; bump and counts for lost_updates.py.
+VISIT_CONTROLLER = """import json
+
+from pylons import request, session
 
 from benchapp.lib.base import BaseController
 
@@ -79,7 +87,51 @@ class BenchvisitController(BaseController):
         session['visits'] = session.get('visits', 0) + 1
         session.save()
         return 'visits: %d' % session['visits']
+
+    def bump(self):
+        key = str(request.params['key'])
+        session[key] = session.get(key, 0) + 1
+        session.save()
+        return str(session[key])
+
+    def counts(self):
+        return json.dumps(dict((key, value) for key, value in session.items()
+                               if key.startswith('t')))
 """
+
+# The generated middleware hands every session to tcjson.TyrantSession,
+# which accepts ext:tcjson only.  For the comparison rows the bench gives
+# the other session types Beaker's own Session, as a project using them
+# would; ext:tcjson keeps exactly the generated code path.
+CHOOSE_SESSION_CLASS = '''
+
+
+def bench_session_class(config):
+    """Added by bench/fullstack.py: TyrantSession for ext:tcjson (as
+    generated), Beaker's own Session for the types the bench compares."""
+    from beaker.session import Session
+    if config.get('beaker.session.type') == 'ext:tcjson':
+        return tcjson.TyrantSession
+    return Session
+'''
+CHECK_OPTIONS = re.compile(
+    r'(?m)^(\s*)(tcjson\.check_session_options\(app\.options\))\s*$')
+
+
+def let_beaker_sessions_serve(path):
+    """Patch the generated middleware.py as CHOOSE_SESSION_CLASS says."""
+    text = open(path).read()
+    if ('session_class=tcjson.TyrantSession' not in text
+            or not CHECK_OPTIONS.search(text)):
+        raise Unavailable('%s no longer passes session_class=tcjson.TyrantSession '
+                          'and calls tcjson.check_session_options(app.options); '
+                          'bench/fullstack.py must follow it' % path)
+    text = text.replace('session_class=tcjson.TyrantSession',
+                        'session_class=bench_session_class(config)')
+    text = CHECK_OPTIONS.sub(
+        r"\1if app.options.get('type') == 'ext:tcjson':\n\1    \2", text)
+    with open(path, 'w') as out:
+        out.write(text + CHOOSE_SESSION_CLASS)
 
 
 def derive_ini(source, target, port, session_type, url=None):
@@ -209,17 +261,19 @@ class Site(object):
     Tyrant peer (`counter`) when its sessions live there."""
 
     def __init__(self, label, ini, port, path, cookie_name, pythonpath,
-                 workdir, counter=None):
+                 workdir, counter=None, warm_up=True):
         self.label, self.counter = label, counter
+        self.base = 'http://127.0.0.1:%d' % port
         self.served = Served(ini, port, pythonpath, os.path.join(
             workdir, 'serve-%s.log' % re.sub(r'\W+', '_', label)))
         try:
-            self.url = 'http://127.0.0.1:%d%s' % (port, path)
+            self.url = self.base + path
             self.cookie = session_cookie(self.url, cookie_name)
             if not check_session_sticks(self.url, self.cookie):
                 raise Unavailable('%s: page did not change between two '
                                   'requests with the session cookie' % label)
-            wrk(self.url, self.cookie, 1, 1)                  # warm-up
+            if warm_up:
+                wrk(self.url, self.cookie, 1, 1)
         except Exception:
             self.served.stop()
             raise
@@ -299,33 +353,66 @@ def measure_interleaved(sites, connections, seconds, rounds, progress):
             for site in sites for conns in connections]
 
 
-def run(tyrant, connections, seconds, progress, mini=True, rounds=4):
-    """All full-stack rows; a dict with 'rows' and 'notes'.  `tyrant` is
-    the running Tyrant peer (url, and counters for round trips).  Each
-    row gets `seconds` of wrk in all, split over `rounds` interleaved runs."""
+def serve_generated(appdir, workdir, tyrant, peer_urls, measured, lost_only):
+    """Serve the generated app: append the sites wrk measures to `measured`,
+    those for the lost-update runs only to `lost_only` (appended one by one,
+    so that the caller stops every one that started, even after an error)."""
+    source = os.path.join(appdir, 'development.ini')
+
+    def serve(label, session_type, path, url=None, counter=None, warm_up=True):
+        port = free_port()
+        ini = derive_ini(source, os.path.join(appdir, 'bench-%d.ini' % port), port,
+                         session_type, url)
+        return Site(label, ini, port, path, 'benchapp', [appdir], workdir,
+                    counter, warm_up)
+    for session_type, path, label in (
+            ('ext:tcjson', VISIT_PATH, 'generated app %s, ext:tcjson' % VISIT_PATH),
+            ('memory', VISIT_PATH, 'generated app %s, memory' % VISIT_PATH),
+            ('ext:tcjson', '/session', 'generated app /session sample page, ext:tcjson')):
+        measured.append(serve(label, session_type, path,
+                              counter=tyrant if session_type == 'ext:tcjson' else None))
+    for session_type, url in sorted(peer_urls.items()):
+        lost_only.append(serve('generated app, %s (Beaker Session)' % session_type,
+                               session_type, VISIT_PATH, url, warm_up=False))
+
+
+LOST_PATH = VISIT_PATH.rsplit('/', 1)[0]
+
+
+def measure_lost_updates(sites, threads, requests, progress):
+    """lost_updates.hammer on each site, each with a session of its own."""
+    rows = []
+    for site in sites:
+        cookie = session_cookie(site.url, 'benchapp')
+        result = lost_updates.hammer(site.base + LOST_PATH + '/bump',
+                                     site.base + LOST_PATH + '/counts', cookie,
+                                     threads, requests)
+        result['label'] = site.label
+        rows.append(result)
+        progress('  lost updates %-48s %d of %d answered bumps lost, %d errors'
+                 % (site.label, result['lost'], result['answered'], result['errors']))
+    return rows
+
+
+def run(tyrant, connections, seconds, progress, mini=True, rounds=4, peer_urls=None,
+        lost_threads=8, lost_requests=100):
+    """All full-stack rows; a dict with 'rows', 'lost' and 'notes'.
+    `tyrant` is the running Tyrant peer (url, and counters for round
+    trips).  Each row gets `seconds` of wrk in all, split over `rounds`
+    interleaved runs.  `peer_urls` ({session type: url}) adds the peers
+    to the lost-update runs (lost_threads x lost_requests each)."""
     tyrant_url = tyrant.url
     workdir = tempfile.mkdtemp(prefix='sessbench-full-')
-    sites, notes = [], []
+    sites, lost_sites, notes, lost = [], [], [], []
     per_run = max(1, int(round(float(seconds) / rounds)))
     try:
         try:
             appdir = generated_app(workdir, tyrant_url)
-            source = os.path.join(appdir, 'development.ini')
-            for session_type, path, label in (
-                    ('ext:tcjson', VISIT_PATH, 'generated app %s, ext:tcjson' % VISIT_PATH),
-                    ('memory', VISIT_PATH, 'generated app %s, memory' % VISIT_PATH),
-                    ('ext:tcjson', '/session',
-                     'generated app /session sample page, ext:tcjson')):
-                port = free_port()
-                ini = derive_ini(source, os.path.join(
-                    appdir, 'bench-%d.ini' % len(sites)), port, session_type)
-                sites.append(Site(label, ini, port, path, 'benchapp', [appdir],
-                                  workdir, tyrant if session_type == 'ext:tcjson'
-                                  else None))
+            serve_generated(appdir, workdir, tyrant, peer_urls or {}, sites, lost_sites)
             notes.append('%s is a 4-line controller the bench adds to the '
                          'generated project (visit counter only); the '
-                         "template's /session sample page also persists "
-                         'early, reads the raw record back and renders Mako, '
+                         "template's /session sample page also reads the raw "
+                         'record back (one more get) and renders Mako, '
                          'and needs ext:tcjson (it calls tcjson.raw_record), '
                          'so it has no memory row.' % VISIT_PATH)
         except Unavailable as exc:
@@ -344,9 +431,14 @@ def run(tyrant, connections, seconds, progress, mini=True, rounds=4):
                     notes.append('mini app %s: NOT MEASURED: %s' % (session_type, exc))
                     progress('  mini app %s not measured: %s' % (session_type, exc))
         rows = measure_interleaved(sites, connections, per_run, rounds, progress)
+        if lost_threads and lost_requests:
+            tcjson_visit = [site for site in sites if site.label.startswith(
+                'generated app %s, ext:tcjson' % VISIT_PATH)]
+            lost = measure_lost_updates(tcjson_visit + lost_sites, lost_threads,
+                                        lost_requests, progress)
     finally:
-        for site in sites:
+        for site in sites + lost_sites:
             site.stop()
         shutil.rmtree(workdir, ignore_errors=True)
-    return {'rows': rows, 'notes': notes, 'rounds': rounds,
+    return {'rows': rows, 'notes': notes, 'rounds': rounds, 'lost': lost,
             'seconds_per_run': per_run}

@@ -11,6 +11,7 @@ from __future__ import print_function
 import cProfile
 import io
 import json
+import math
 import pstats
 import shutil
 import socket
@@ -52,15 +53,44 @@ def payload_json_size(size):
     return len(json.dumps(PAYLOADS[size](), separators=(',', ':')))
 
 
-def counting_app(size):
+# Request kinds.  A read request looks at the session and does not change
+# it; a write request changes one key and calls session.save(); a mix is 9
+# reads then 1 write, over and over (a read-mostly site).
+KINDS = ('read', 'write', 'mix')
+MIX = ['/read'] * 9 + ['/write']
+
+
+def request_paths(kind, count):
+    """The PATH_INFO of `count` requests of `kind` (a mix: whole blocks)."""
+    if kind == 'mix':
+        return MIX * int(math.ceil(count / float(len(MIX))))
+    return ['/' + kind] * count
+
+
+def per_request_costs(kind, samples):
+    """Seconds per request.  For a mix, each block of 9 reads + 1 write
+    gives one figure, its total / 10: the median of those is what a
+    request costs on average at that ratio (a median of single requests
+    would only be the median read)."""
+    if kind != 'mix':
+        return list(samples)
+    width = len(MIX)
+    return [sum(samples[i:i + width]) / width
+            for i in range(0, len(samples) - width + 1, width)]
+
+
+def session_app(size):
+    """/write: increments session['count'] (first call: fills the session)
+    and saves; /read: only reads it.  The body is the count."""
     make = PAYLOADS[size]
 
     def app(environ, start_response):
         session = environ['beaker.session']
-        if 'count' not in session:
-            session.update(make())
-        session['count'] += 1
-        session.save()
+        if environ['PATH_INFO'] == '/write':
+            if 'count' not in session:
+                session.update(make())
+            session['count'] += 1
+            session.save()
         body = str(session['count']).encode('ascii')
         start_response('200 OK', [('Content-Type', 'text/plain'),
                                   ('Content-Length', str(len(body)))])
@@ -82,6 +112,8 @@ def base_environ():
 
 class Backend(object):
     """One row of part 1: a Beaker session type, maybe against a server."""
+
+    kinds = KINDS                 # the request kinds measured for it
 
     def __init__(self, name, peer=None, note=''):
         self.name = name
@@ -173,7 +205,8 @@ class RedisBackend(Backend):
 
 
 class OursBackend(Backend):
-    """The project's ext:tcjson, configured as its contract says."""
+    """The project's ext:tcjson with tcjson.TyrantSession, configured as
+    the generated middleware does it (refresh_interval: its default)."""
 
     def prepare(self):
         try:
@@ -190,12 +223,17 @@ class OursBackend(Backend):
         return {'session.type': 'ext:tcjson', 'session.url': self.peer.url}
 
     def kwargs(self):
-        return {'data_serializer': self.module.JSONSerializer(),
-                'invalidate_corrupt': False, 'prefix': 'bench:',
+        return {'session_class': self.module.TyrantSession, 'prefix': 'bench:',
                 'pool_size': 4}
 
 
 class Baseline2009(Backend):
+    """The 2009 backend, for write requests only: it opens a connection
+    per request, and three kinds of rows would leave more sockets in
+    TIME_WAIT than the machine has ephemeral ports."""
+
+    kinds = ('write',)
+
     def prepare(self):
         from baseline_2009 import tcjson2009
         tcjson2009.register()
@@ -207,13 +245,18 @@ class Baseline2009(Backend):
                 'session.data_dir': self.tmp}
 
 
-def median_us(call, count):
-    """Median microseconds of `count` calls of `call`."""
+def median_us(call, count, before=None, after=None):
+    """Median microseconds of `count` calls of `call`; `before` and
+    `after`, if given, run around each call, untimed (set-up and undo)."""
     samples = []
     for _ in range(count):
+        if before is not None:
+            before()
         t0 = timer()
         call()
         samples.append(timer() - t0)
+        if after is not None:
+            after()
     samples.sort()
     return percentile(samples, 0.5) * 1e6
 
@@ -226,68 +269,95 @@ def percentile(sorted_values, fraction):
     return sorted_values[index]
 
 
-def measure(backend, size, requests, warmup, profile=False):
-    """Time `requests` session requests; return a result dict."""
-    app = backend.middleware(counting_app(size))
-    environ = base_environ()
-    captured = {}
+class Client(object):
+    """Calls a SessionMiddleware-wrapped app as a browser holding the
+    session cookie would, and counts the writes it asked for."""
 
-    def start_response(status, headers, exc_info=None):
-        captured['status'] = status
-        captured['headers'] = headers
+    def __init__(self, app):
+        self.app = app
+        self.environ = base_environ()
+        self.headers = []
+        self.status = None
+        self.body = b''
+        self.writes = 0
 
-    # First request: creates the session and gives the cookie.
-    body = b''.join(app(dict(environ), start_response))
-    cookie = None
-    for name, value in captured['headers']:
-        value = value.strip()
-        if name.lower() == 'set-cookie' and value.startswith('bench_sid='):
-            cookie = value.split(';', 1)[0]
-    if cookie is None:
-        raise RuntimeError('%s: no session cookie set' % backend.name)
-    environ['HTTP_COOKIE'] = cookie
-    for _ in range(warmup):
-        body = b''.join(app(dict(environ), start_response))
+    def _start_response(self, status, headers, exc_info=None):
+        self.status, self.headers = status, headers
+
+    def get(self, path):
+        environ = dict(self.environ, PATH_INFO=path)
+        self.body = b''.join(self.app(environ, self._start_response))
+        self.writes += path == '/write'
+        return self.body
+
+    def sign_in(self):
+        """First request: a write creates the session; keep its cookie."""
+        self.get('/write')
+        for name, value in self.headers:
+            value = value.strip()
+            if name.lower() == 'set-cookie' and value.startswith('bench_sid='):
+                self.environ['HTTP_COOKIE'] = value.split(';', 1)[0]
+                return
+        raise RuntimeError('no session cookie set')
+
+
+def count_traffic(client, peer, paths):
+    """(commands, round trips, connects) for `paths`, counted by the server
+    and by a RoundTripCounter on this thread; nothing is timed."""
+    before = peer.snapshot()[0] if peer is not None else None
+    with peers.RoundTripCounter() as traffic:
+        for path in paths:
+            client.get(path)
+    commands = (peer.commands_between(before, peer.snapshot()[0])
+                if peer is not None else 0)
+    return commands, traffic.round_trips, traffic.connects
+
+
+def measure(backend, size, kind, requests, warmup, counted=100, profile=False):
+    """Time `requests` requests of `kind` with one session; count the
+    commands and round trips of `counted` more, in a separate pass."""
+    client = Client(backend.middleware(session_app(size)))
+    try:
+        client.sign_in()
+    except RuntimeError as exc:
+        raise RuntimeError('%s: %s' % (backend.name, exc))
+    for path in request_paths(kind, warmup):
+        client.get(path)
 
     peer = backend.peer
-    before, cpu_before = (peer.snapshot() if peer is not None
-                          else (None, None))
+    counted_paths = request_paths(kind, counted)
+    commands, round_trips, connects = count_traffic(client, peer, counted_paths)
+
+    paths = request_paths(kind, requests)
+    cpu_before = peer.snapshot()[1] if peer is not None else None
     samples = []
     profiler = cProfile.Profile() if profile else None
-    with peers.ConnectCounter() as connects:
-        if profiler:
-            profiler.enable()
-        started = timer()
-        for _ in range(requests):
-            t0 = timer()
-            body = b''.join(app(dict(environ), start_response))
-            samples.append(timer() - t0)
-        elapsed = timer() - started
-        if profiler:
-            profiler.disable()
-    after, cpu_after = (peer.snapshot() if peer is not None
-                        else (None, None))
+    if profiler:
+        profiler.enable()
+    started = timer()
+    for path in paths:
+        t0 = timer()
+        client.get(path)
+        samples.append(timer() - t0)
+    elapsed = timer() - started
+    if profiler:
+        profiler.disable()
+    cpu_after = peer.snapshot()[1] if peer is not None else None
 
-    expected = 1 + warmup + requests
-    if int(body) != expected or not captured['status'].startswith('200'):
-        raise RuntimeError('%s/%s: counter is %s, expected %d (session not '
-                           'persisted?)' % (backend.name, size, body, expected))
-    raw_samples = list(samples)
-    samples.sort()
+    if int(client.body) != client.writes or not client.status.startswith('200'):
+        raise RuntimeError('%s/%s/%s: counter is %s, expected %d (session not '
+                           'persisted?)' % (backend.name, size, kind, client.body,
+                                            client.writes))
+    costs = sorted(per_request_costs(kind, samples))
     result = {
-        'samples': raw_samples, 'elapsed': elapsed,
-        'connects': connects.count,
-        'server_cpu': (cpu_after - cpu_before) if peer is not None else None,
-        'cmds': (peer.commands_between(before, after)
-                 if peer is not None else 0),
-        'backend': backend.name, 'size': size, 'requests': requests,
-        'median_us': percentile(samples, 0.5) * 1e6,
-        'p99_us': percentile(samples, 0.99) * 1e6,
-        'rps': requests / elapsed,
-        'connects_per_req': connects.count / float(requests),
-        'cmds_per_req': (peer.commands_between(before, after) / float(requests)
-                         if peer is not None else 0.0),
+        'backend': backend.name, 'size': size, 'kind': kind,
         'server': peer.kind if peer is not None else '-',
+        'costs': costs, 'elapsed': elapsed, 'requests': len(paths),
+        'counted': len(counted_paths), 'commands': commands,
+        'round_trips': round_trips, 'connects': connects,
+        'server_cpu': (cpu_after - cpu_before) if peer is not None else None,
+        'median_us': percentile(costs, 0.5) * 1e6,
+        'rps': len(paths) / elapsed,
     }
     if profiler:
         out = io.BytesIO()
@@ -299,21 +369,21 @@ def measure(backend, size, requests, warmup, profile=False):
 
 
 def aggregate(results):
-    """Merge the rounds of one backend and size into one row."""
+    """Merge the rounds of one backend, size and kind into one row."""
     first = results[0]
-    samples = sorted(s for r in results for s in r['samples'])
+    costs = sorted(c for r in results for c in r['costs'])
     requests = sum(r['requests'] for r in results)
-    elapsed = sum(r['elapsed'] for r in results)
-    row = dict((k, first[k]) for k in ('backend', 'size', 'server'))
+    counted = float(sum(r['counted'] for r in results))
+    row = dict((k, first[k]) for k in ('backend', 'size', 'kind', 'server'))
     row.update({
         'requests': requests, 'rounds': len(results),
-        'median_us': percentile(samples, 0.5) * 1e6,
-        'p99_us': percentile(samples, 0.99) * 1e6,
-        'rps': requests / elapsed,
-        'connects_per_req': sum(r['connects'] for r in results) / float(requests),
-        'cmds_per_req': sum(r['cmds'] for r in results) / float(requests),
+        'median_us': percentile(costs, 0.5) * 1e6,
+        'p99_us': percentile(costs, 0.99) * 1e6,
+        'rps': requests / sum(r['elapsed'] for r in results),
+        'cmds_per_req': sum(r['commands'] for r in results) / counted,
+        'round_trips_per_req': sum(r['round_trips'] for r in results) / counted,
+        'connects_per_req': sum(r['connects'] for r in results) / counted,
     })
-    row['round_trips_per_req'] = row['connects_per_req'] + row['cmds_per_req']
     cpu = [r['server_cpu'] for r in results if r.get('server_cpu') is not None]
     row['server_cpu_us'] = (sum(cpu) / float(requests) * 1e6
                             if len(cpu) == len(results) else None)
@@ -365,6 +435,36 @@ def roundtrip_latency(tyrant, memcached, redis_peer, count=2000):
     return rows
 
 
+def session_floor(tyrant, count=2000):
+    """Median microseconds of what a TyrantSession request sends, replayed on a bare
+    socket against `tyrant` (no client library, no Python beyond a
+    sendall and a recv per round trip): a read is one get; a write is
+    get, then putkeep (the lock) + get pipelined, then put + out
+    pipelined.  No client can take less than this for the same commands."""
+    sock = BareSocket(tyrant, tyrant_get, tyrant_put)
+    lock_key, lock_value = b'bench:lock:floor:session', b'{"tcjson":"lock"}'
+    rows = []
+    for size in ('small', 'large'):
+        key = b'bench:floor-%s:session' % size
+        value = json.dumps(PAYLOADS[size]()).encode('utf-8')
+        sock.put(key, value)
+        get_request, get_reply = tyrant_get(key, value)
+        lock_and_get = (tyrant_putkeep(lock_key, lock_value)[0] + get_request,
+                        1 + get_reply)
+        put_and_unlock = (tyrant_put(key, value)[0] + tyrant_out(lock_key)[0], 1 + 1)
+
+        def write():
+            sock.exchange(get_request, get_reply)
+            sock.exchange(*lock_and_get)
+            sock.exchange(*put_and_unlock)
+        rows.append({'size': size, 'bytes': len(value),
+                     'read_us': median_us(lambda: sock.exchange(get_request, get_reply),
+                                          count),
+                     'write_us': median_us(write, count)})
+    sock.close()
+    return rows
+
+
 # What a request and its reply are on the wire, for the bare-socket rows:
 # the floor under any client library, the machine's loopback round trip.
 def tyrant_get(key, value):
@@ -373,6 +473,14 @@ def tyrant_get(key, value):
 
 def tyrant_put(key, value):
     return (struct.pack('>BBII', 0xC8, 0x10, len(key), len(value)) + key + value, 1)
+
+
+def tyrant_putkeep(key, value):
+    return (struct.pack('>BBII', 0xC8, 0x11, len(key), len(value)) + key + value, 1)
+
+
+def tyrant_out(key):
+    return (struct.pack('>BBI', 0xC8, 0x20, len(key)) + key, 1)
 
 
 def memcached_get(key, value):
@@ -393,16 +501,20 @@ class BareSocket(object):
         self.get_bytes, self.put_bytes = get_bytes, put_bytes
         self.values = {}
 
-    def _exchange(self, request, reply_size):
+    def exchange(self, request, reply_size):
+        """One round trip: send `request`, read `reply_size` bytes."""
         self.sock.sendall(request)
         recv_exactly(self.sock, reply_size)
 
     def put(self, key, value):
         self.values[key] = value
-        self._exchange(*self.put_bytes(key, value))
+        self.exchange(*self.put_bytes(key, value))
 
     def get(self, key):
-        self._exchange(*self.get_bytes(key, self.values[key]))
+        self.exchange(*self.get_bytes(key, self.values[key]))
+
+    def close(self):
+        self.sock.close()
 
     def calls(self):
         return self.get, self.put

@@ -2,8 +2,9 @@
 
 Not a substitute for the generated Pylons app: it shows what the session
 backend costs under the same HTTP server without Pylons' own per-request
-work.  Same SessionMiddleware options as the generated app's middleware.py
-(JSON serializer, invalidate_corrupt=False for ext:tcjson).
+work.  Sessions as the generated app's middleware.py configures them:
+ext:tcjson through tcjson.TyrantSession; memory through Beaker's own
+Session with its defaults (as the bench's generated-app memory row).
 """
 from beaker.middleware import SessionMiddleware
 
@@ -26,13 +27,6 @@ def make_app(global_conf, session_type='memory', session_url='', **local):
         from pylons_tcjson_template import tcjson
         tcjson.register()
         options['session.url'] = session_url
-        kwargs = {'data_serializer': tcjson.JSONSerializer(),
-                  'invalidate_corrupt': False, 'prefix': 'minibench:',
-                  'pool_size': '10'}
-    else:
-        try:
-            from pylons_tcjson_template import tcjson
-            kwargs = {'data_serializer': tcjson.JSONSerializer()}
-        except ImportError:
-            kwargs = {'data_serializer': 'json'}
+        kwargs = {'session_class': tcjson.TyrantSession,
+                  'prefix': 'minibench:', 'pool_size': '10'}
     return SessionMiddleware(counter, options, **kwargs)

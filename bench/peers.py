@@ -8,9 +8,11 @@ itself adds, and ``Peer.commands_between()`` subtracts it.
 """
 from __future__ import print_function
 
+import _socket
 import os
 import socket
 import subprocess
+import sys
 
 from pylons_tcjson_template.devtyrant.launcher import (
     TyrantProcess, end_process, find_ttserver, free_port, wait_for_port)
@@ -253,30 +255,49 @@ class Tyrant(Peer):
             'version', '?')
 
 
-class ConnectCounter(object):
-    """Counts TCP connects made by this process (socket.connect patched)."""
+class RoundTripCounter(object):
+    """Counts the round trips this thread makes to any server, whatever
+    the client library: a profile hook sees every send, receive and
+    connect call on a socket, and a receive on a socket whose last call
+    was a send is one round trip (the client waits for the server).
+    Commands pipelined in one flight therefore share a round trip, and a
+    reply read in several receives counts once.  A connect counts as a
+    round trip of its own (``connects``).
+
+    The hook slows every call of the thread several times over: use it
+    on a pass that is counted, never on one that is timed."""
+
+    SENDS = frozenset(['send', 'sendall', 'sendto'])
+    RECEIVES = frozenset(['recv', 'recv_into', 'recvfrom', 'recvfrom_into'])
+    CONNECTS = frozenset(['connect', 'connect_ex'])
 
     def __init__(self):
-        self.count = 0
-        self._saved = None
+        self.waits = 0
+        self.connects = 0
+        self._last_was_send = {}        # socket -> its last call was a send
+
+    @property
+    def round_trips(self):
+        return self.waits + self.connects
+
+    def _hook(self, frame, event, arg):
+        if event != 'c_call' or type(getattr(arg, '__self__', None)) is not _socket.socket:
+            return
+        name, sock = arg.__name__, arg.__self__
+        if name in self.SENDS:
+            self._last_was_send[sock] = True
+        elif name in self.RECEIVES:
+            if self._last_was_send.get(sock):
+                self.waits += 1
+            self._last_was_send[sock] = False
+        elif name in self.CONNECTS:
+            self.connects += 1
+            self._last_was_send[sock] = False
 
     def __enter__(self):
-        cls = socket._socketobject
-        self._saved = (cls.connect, cls.connect_ex)
-        original_connect, original_connect_ex = self._saved
-        counter = self
-
-        def connect(sock, address):
-            counter.count += 1
-            return original_connect(sock, address)
-
-        def connect_ex(sock, address):
-            counter.count += 1
-            return original_connect_ex(sock, address)
-
-        cls.connect, cls.connect_ex = connect, connect_ex
+        sys.setprofile(self._hook)
         return self
 
     def __exit__(self, *exc_info):
-        cls = socket._socketobject
-        cls.connect, cls.connect_ex = self._saved
+        sys.setprofile(None)
+        self._last_was_send.clear()

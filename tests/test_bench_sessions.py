@@ -1,6 +1,8 @@
-"""Smoke test of the session benchmark: bench/run.py --quick runs every
-part end to end and prints its report.  No timing is asserted -- numbers on
-a shared CI machine mean nothing; only that the bench works and reports."""
+"""Smoke test of the session benchmark: bench/run.py --quick, with tiny
+counts, runs every part end to end and prints its report.  No timing is
+asserted -- numbers on a shared CI machine mean nothing; only that the bench
+works and reports, and the counts that do not depend on timing (commands
+and round trips per request, lost updates)."""
 import io
 import os
 import subprocess
@@ -19,7 +21,9 @@ import peers  # noqa: E402
 def quick_run(tmpdir_factory):
     out = str(tmpdir_factory.mktemp('bench').join('RESULTS.md'))
     proc = subprocess.Popen(
-        [sys.executable, RUN, '--quick', '--requests', '100',
+        [sys.executable, RUN, '--quick', '--requests', '40', '--warmup', '5',
+         '--counted', '10', '--diagnose-count', '30', '--connections', '1',
+         '--lost-requests', '5',
          '--scale-counts', '1000,3000', '--out', out],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     stdout = proc.communicate()[0].decode('utf-8', 'replace')
@@ -31,14 +35,19 @@ def test_quick_run_prints_report(quick_run):
     code, stdout, out = quick_run
     assert code == 0, stdout[-3000:]
     assert '## 1. In-process' in stdout
+    for kind in ('### read-only requests', '### write requests', '### 9 read-only'):
+        assert kind in stdout
     assert '| backend | server | size | median' in stdout
     for row in ('| memory | - | small |', '| memory | - | large |',
                 '| file | - | small |'):
-        assert row in stdout, stdout[-3000:]
+        assert stdout.count(row) == 3, stdout[-3000:]          # one per kind
     assert '## Targets' in stdout
-    for target in ("overhead over memory <= 1.1 x memcached's",
-                   "overhead over memory <= 0.25 x 2009 backend's",
-                   '2 round trips per request',
+    for target in ("read-only request: tcjson overhead over memory <= 0.6 x memcached's",
+                   "9 reads : 1 write: tcjson overhead over memory <= 0.7 x memcached's",
+                   "write request: tcjson overhead over memory <= 1.1 x memcached's",
+                   "write request: tcjson overhead over memory <= 0.25 x 2009 backend's",
+                   'a read-only request 1 command in 1 round trip',
+                   'what the merge costs', 'lost updates',
                    'req/s >= 0.85 x memory', 'purge memory flat'):
         assert [l for l in stdout.splitlines()
                 if l.startswith('TARGET ') and target in l], target
@@ -68,20 +77,60 @@ def test_peer_rows_or_skip_reason(quick_run, peer_class, row):
     assert row in stdout, stdout[-3000:]
 
 
-@pytest.mark.timeout(300)
-def test_tcjson_rows_count_round_trips(quick_run):
-    code, stdout, _ = quick_run
+def _skipped_tcjson(stdout):
     # 'skip tcjson  <reason>' (the ttserver row has its own skip line)
-    skipped = [l for l in stdout.splitlines() if 'skip tcjson  ' in l]
-    if skipped:
-        pytest.skip(skipped[0])
-    lines = [l for l in stdout.splitlines()
-             if l.startswith('| tcjson | tcjson-tyrant |')]
-    assert len(lines) == 2, stdout[-3000:]
+    return [l for l in stdout.splitlines() if 'skip tcjson  ' in l]
+
+
+@pytest.mark.timeout(300)
+def test_tcjson_rows_count_commands_and_round_trips(quick_run):
+    code, stdout, _ = quick_run
+    if _skipped_tcjson(stdout):
+        pytest.skip(_skipped_tcjson(stdout)[0])
+    lines = [l for l in stdout.splitlines() if l.startswith('| tcjson | tcjson-tyrant |')]
+    assert len(lines) == 6, stdout[-3000:]                  # 3 kinds x 2 sizes
+    # Commands and round trips per request, tcjson then its peers: read,
+    # write, then the 9:1 mix (9 x 1 + 5 = 14 commands, 9 + 3 = 12 trips).
+    assert '| tcjson | 1.00 | 1.00 | 5.00 | 3.00 | 1.40 | 1.20 |' in stdout, stdout[-3000:]
+    if peers.Memcached().available():
+        assert '| ext:memcached | 2.00 | 2.00 | 2.00 | 2.00 | 2.00 | 2.00 |' in stdout
     baseline = [l for l in stdout.splitlines()
                 if l.startswith('| tcjson 2009 | tcjson-tyrant |')]
     # The 2009 backend connects once per request: the counter must see it.
-    assert baseline and all('(2.00 + 1.00)' in l for l in baseline), baseline
+    assert len(baseline) == 2 and all('| 2.00 | 3.00 (1.00) |' in l for l in baseline), baseline
+
+
+@pytest.mark.timeout(300)
+def test_step_by_step_diagnosis_is_reported(quick_run):
+    code, stdout, _ = quick_run
+    if _skipped_tcjson(stdout):
+        pytest.skip(_skipped_tcjson(stdout)[0])
+    assert '### 1b. tcjson.TyrantSession step by step' in stdout, stdout[-3000:]
+    for step in ('| load: get round trip (pool) |', '| save: putkeep lock + get, pipelined',
+                 '| save: put + out, pipelined', '| write request: load + change + save() |'):
+        assert [l for l in stdout.splitlines() if l.startswith(step)], step
+
+
+@pytest.mark.timeout(300)
+def test_lost_updates_are_counted(quick_run):
+    code, stdout, _ = quick_run
+    if _skipped_tcjson(stdout):
+        pytest.skip(_skipped_tcjson(stdout)[0])
+    assert '### 2b. Lost updates' in stdout, stdout[-3000:]
+    # 8 threads x 5 requests, every one answered; TyrantSession merges.
+    ours = table_row(stdout, 'generated app /benchvisit/index, ext:tcjson')
+    # answered, errors, increments kept, lost (then seconds)
+    assert ours and ours[:4] == ['40', '0', '40', '0'], (ours, stdout[-3000:])
+    for peer_class, label in ((peers.Memcached, 'ext:memcached'), (peers.Redis, 'ext:redis')):
+        if peer_class().available():
+            row = table_row(stdout, 'generated app, %s (Beaker Session)' % label)
+            assert row and row[0] == '40', row
+
+
+def table_row(stdout, label):
+    """The cells after `label` of the last Markdown table row it starts."""
+    rows = [l for l in stdout.splitlines() if l.startswith('| %s |' % label)]
+    return [cell.strip() for cell in rows[-1].split('|')[2:-1]] if rows else None
 
 
 @pytest.mark.timeout(300)
