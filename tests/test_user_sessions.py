@@ -1,0 +1,437 @@
+"""Sessions per user (user_sessions.py) against live Tyrant servers.
+
+A user's index is JSON lines appended with putcat; listing and revoking
+read the session records, which stay the truth; revoking deletes each
+record under its session lock; purge prunes the indexes.
+"""
+import threading
+import time
+import urllib
+
+import pytest
+import simplejson as json
+from beaker.middleware import SessionMiddleware
+from webtest import TestApp as WebApp
+
+from pylons_tcjson_template import tcjson, user_sessions
+from pylons_tcjson_template.user_sessions import SIGN_IN_GRACE, UserSessions
+
+LATER = SIGN_IN_GRACE + 1      # seconds after which an entry needs its record
+
+
+def user_app(url):
+    """A tiny WSGI app whose path says what to do; answers with the session."""
+    def app(environ, start_response):
+        session = environ['beaker.session']
+        path, query = environ['PATH_INFO'], environ.get('QUERY_STRING', '')
+        if path == '/login':
+            user_sessions.sign_in(session, urllib.unquote(query).decode('utf-8'),
+                                  {'agent': environ.get('HTTP_USER_AGENT')})
+        elif path == '/visit':
+            session['visits'] = session.get('visits', 0) + 1
+            session.save()
+        elif path == '/signout-others':
+            user_sessions.sign_out_others(session)
+        elif path == '/signout-everywhere':
+            user_sessions.sign_out_everywhere(session)
+        elif path == '/signout':
+            user_sessions.sign_out_session(session, query)
+        listed = [dict(info._asdict()) for info in user_sessions.list_sessions(session)] \
+            if path == '/sessions' else None
+        body = json.dumps({'id': session.id, 'user': session.get('user'), 'sessions': listed})
+        start_response('200 OK', [('Content-Type', 'application/json')])
+        return [body]
+    tcjson.register()
+    config = {'session.type': 'ext:tcjson', 'session.url': url, 'session.timeout': '600'}
+    return SessionMiddleware(app, config, session_class=tcjson.TyrantSession)
+
+
+def browser(app, agent='Browser'):
+    """One browser: its own cookie jar."""
+    return WebApp(app, extra_environ={'HTTP_USER_AGENT': agent})
+
+
+def signed_in(app, user, count):
+    """`count` browsers signed in as `user`; returns them and their ids."""
+    browsers = [browser(app, 'Browser %d' % n) for n in range(count)]
+    ids = [str(b.get('/login?' + user).json['id']) for b in browsers]
+    return browsers, ids
+
+
+def pool(server):
+    return tcjson.get_pool(server.url)
+
+
+def raw(server, key):
+    try:
+        return pool(server).request('get', key)
+    except Exception:
+        return None
+
+
+def index_ids(server, user='alice'):
+    text = raw(server, 'beaker:user:' + user) or ''
+    return [json.loads(line)['id'] for line in text.splitlines()]
+
+
+def record_key(session_id):
+    return str('beaker:%s:session' % session_id)
+
+
+def tyrant_session(server, session_id, **options):
+    """What one request sees of a session (Beaker's API, no middleware)."""
+    tcjson.register()
+    params = dict(type='ext:tcjson', url=server.url, timeout=600)
+    params.update(options)
+    return tcjson.TyrantSession({'cookie': 'beaker.session.id=%s' % session_id}, **params)
+
+
+# ---- the index
+
+def test_the_index_is_json_lines_under_the_escaped_user_id(tyrant):
+    app = user_app(tyrant.url)
+    session_id = browser(app, 'Firefox').get('/login?z%C3%B6e:1%202').json['id']
+    text = raw(tyrant, 'beaker:user:z%C3%B6e%3A1%202')
+    entry = json.loads(text)
+    assert text.endswith('\n') and text.count('\n') == 1
+    assert entry['id'] == session_id and entry['agent'] == 'Firefox'
+    assert abs(entry['at'] - time.time()) < 5
+    assert json.loads(raw(tyrant, record_key(session_id)))['user'] == u'z\xf6e:1 2'
+
+
+@pytest.mark.parametrize('user_id, escaped', [
+    ('alice', 'alice'), (u'Zo\xeb Smith', 'Zo%C3%AB%20Smith'), ('a:b%c', 'a%3Ab%25c'),
+    ('line\nbreak\x00', 'line%0Abreak%00'), (42, '42'), ('-._~', '-._~')])
+def test_user_ids_are_percent_encoded_in_keys(user_id, escaped):
+    assert user_sessions.escape_user_id(user_id) == escaped
+
+
+@pytest.mark.parametrize('user_id', ['', None, 'x' * 257, True])
+def test_an_empty_or_overlong_user_id_is_refused_before_anything_changes(tyrant, user_id):
+    stored = tyrant_session(tyrant, None)
+    stored.save()
+    session = tyrant_session(tyrant, stored.id)
+    with pytest.raises(ValueError):
+        user_sessions.sign_in(session, user_id)
+    assert session.id == stored.id and 'user' not in session
+    assert pool(tyrant).request('fwmkeys', 'beaker:', 10) == [record_key(stored.id)]
+
+
+def test_details_are_short_strings(tyrant):
+    store = UserSessions.from_config(tyrant.url)
+    store.add('alice', 'a' * 32, {'agent': 'x' * 1000, 'ip': None})
+    assert json.loads(raw(tyrant, 'beaker:user:alice'))['agent'] == 'x' * 200
+    for detail in ({'id': 'forged'}, {'agent': {'nested': 1}},
+                   dict(('k%d' % n, 'v') for n in range(9))):
+        with pytest.raises(tcjson.UnstorableValue):
+            store.add('alice', 'b' * 32, detail)
+    assert index_ids(tyrant) == ['a' * 32]
+
+
+def test_sixteen_concurrent_sign_ins_of_one_user_lose_no_entry(tyrant):
+    start, ids, errors = threading.Event(), [], []
+
+    def sign_in():
+        try:
+            session = tyrant_session(tyrant, None)
+            start.wait()
+            user_sessions.sign_in(session, 'alice', {'agent': 'thread'})
+            session.save()
+            ids.append(session.id)
+        except Exception as exc:                       # reported below
+            errors.append(exc)
+    threads = [threading.Thread(target=sign_in) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    start.set()
+    for thread in threads:
+        thread.join(10)
+    assert errors == []
+    assert len(set(ids)) == 16
+    assert sorted(index_ids(tyrant)) == sorted(ids)
+    listed = UserSessions.from_config(tyrant.url).sessions('alice')
+    assert sorted(info.id for info in listed) == sorted(ids)
+
+
+def test_sign_in_costs_one_round_trip_to_the_index(tyrant, monkeypatch):
+    app = user_app(tyrant.url)
+    visitor = browser(app)
+    visitor.get('/visit')                               # a stored, anonymous session
+    trips = []
+    tyrant_pool = pool(tyrant)
+    request, pipeline = tyrant_pool.request, tyrant_pool.pipeline
+    monkeypatch.setattr(tyrant_pool, 'request', lambda name, *a: trips.append([name]) or
+                        request(name, *a))
+    monkeypatch.setattr(tyrant_pool, 'pipeline', lambda *cmds: trips.append(
+        [c[0] for c in cmds]) or pipeline(*cmds))
+    visitor.get('/login?alice')
+    # load; regenerate_id: lock + re-read, record + lock out; the index;
+    # the record under the new id when the response starts.
+    assert trips == [['get'], ['putkeep', 'get'], ['out', 'out'],
+                     ['get', 'putcat', 'get', 'get'], ['put']]
+
+
+# ---- listing
+
+def test_listing_shows_each_session_with_its_times_and_marks_this_one(tyrant):
+    app = user_app(tyrant.url)
+    browsers, ids = signed_in(app, 'alice', 3)
+    browsers[2].get('/visit')
+    listed = browsers[0].get('/sessions').json['sessions']
+    assert [info['id'] for info in listed] == ids            # oldest sign-in first
+    assert [info['current'] for info in listed] == [True, False, False]
+    assert [info['detail']['agent'] for info in listed] == ['Browser 0', 'Browser 1',
+                                                          'Browser 2']
+    for info in listed:
+        assert info['created'] <= info['accessed'] < info['expires']
+        assert info['signed_in'] == pytest.approx(info['created'], abs=2)
+        assert len(info['handle']) == 16 and info['handle'] not in info['id']
+
+
+def test_listing_drops_entries_of_sessions_that_are_gone(tyrant):
+    app = user_app(tyrant.url)
+    browsers, ids = signed_in(app, 'alice', 4)
+    pool(tyrant).request('out', record_key(ids[1]))           # purged, say
+    other = tyrant_session(tyrant, ids[2])                    # changed hands: not alice's
+    other['user'] = 'mallory'
+    other.save()
+    store = UserSessions.from_config(tyrant.url)
+    # Just signed in, so the entry may be waiting for its record: kept.
+    assert [info.id for info in store.sessions('alice')] == [ids[0], ids[3]]
+    assert index_ids(tyrant) == [ids[0], ids[1], ids[3]]
+    listed = store.sessions('alice', now=time.time() + LATER)
+    assert [info.id for info in listed] == [ids[0], ids[3]]
+    assert index_ids(tyrant) == [ids[0], ids[3]]
+    assert raw(tyrant, record_key(ids[2])) is not None       # mallory's stays
+
+
+def test_an_expired_session_is_not_listed(tyrant):
+    app = user_app(tyrant.url)
+    browsers, ids = signed_in(app, 'alice', 2)
+    store = UserSessions.from_config(tyrant.url)
+    assert store.sessions('alice', now=time.time() + 601) == []
+    assert raw(tyrant, 'beaker:user:alice') is None            # left empty: deleted
+
+
+def test_lines_that_are_not_ours_are_kept_and_ignored(tyrant):
+    app = user_app(tyrant.url)
+    browsers, ids = signed_in(app, 'alice', 1)
+    pool(tyrant).request('putcat', 'beaker:user:alice',
+                         'not json\n{"id": "../x:y", "at": 1}\n')
+    pool(tyrant).request('out', record_key(ids[0]))
+    assert UserSessions.from_config(tyrant.url).sessions('alice', now=time.time() + LATER) == []
+    assert raw(tyrant, 'beaker:user:alice') == 'not json\n{"id": "../x:y", "at": 1}\n'
+
+
+# ---- revoking
+
+def test_revoke_all_removes_every_record_and_the_cookies_come_back_as_new_sessions(tyrant):
+    app = user_app(tyrant.url)
+    browsers, ids = signed_in(app, 'alice', 3)
+    bob, (bob_id,) = signed_in(app, 'bob', 1)
+    removed = UserSessions.from_config(tyrant.url).revoke('alice')
+    assert sorted(info.id for info in removed) == sorted(ids)
+    for session_id in ids:
+        assert raw(tyrant, record_key(session_id)) is None
+        assert raw(tyrant, 'beaker:lock:%s:session' % session_id) is None
+    assert raw(tyrant, 'beaker:user:alice') is None
+    for revoked, old_id in zip(browsers, ids):
+        page = revoked.get('/visit').json
+        assert page['id'] != old_id and page['user'] is None
+    assert bob[0].get('/visit').json == {'id': bob_id, 'user': 'bob', 'sessions': None}
+
+
+def test_sign_out_everywhere_else_keeps_this_one(tyrant):
+    app = user_app(tyrant.url)
+    browsers, ids = signed_in(app, 'alice', 3)
+    browsers[0].get('/signout-others')
+    assert browsers[0].get('/visit').json['id'] == ids[0]
+    for revoked, old_id in zip(browsers[1:], ids[1:]):
+        page = revoked.get('/visit').json
+        assert page['id'] != old_id and page['user'] is None
+    assert index_ids(tyrant) == [ids[0]]
+    assert [info['current'] for info in browsers[0].get('/sessions').json['sessions']] == [True]
+
+
+def test_sign_out_everywhere_includes_this_one(tyrant):
+    app = user_app(tyrant.url)
+    browsers, ids = signed_in(app, 'alice', 2)
+    browsers[0].get('/signout-everywhere')
+    for revoked, old_id in zip(browsers, ids):
+        assert revoked.get('/visit').json['user'] is None
+        assert raw(tyrant, record_key(old_id)) is None
+
+
+def test_sign_out_one_session_by_its_handle_and_only_the_users_own(tyrant):
+    app = user_app(tyrant.url)
+    browsers, ids = signed_in(app, 'alice', 3)
+    (bob,), (bob_id,) = signed_in(app, 'bob', 1)
+    handles = [info['handle'] for info in browsers[0].get('/sessions').json['sessions']]
+    bob.get('/signout?' + handles[1])                          # not bob's: nothing happens
+    assert raw(tyrant, record_key(ids[1])) is not None
+    browsers[0].get('/signout?' + handles[1])
+    assert raw(tyrant, record_key(ids[1])) is None
+    assert browsers[1].get('/visit').json['user'] is None
+    assert [b.get('/visit').json['id'] for b in (browsers[0], browsers[2])] == [ids[0], ids[2]]
+    assert index_ids(tyrant) == [ids[0], ids[2]]
+
+
+@pytest.mark.parametrize('refresh_only', [True, False])
+def test_a_session_signed_out_everywhere_is_not_resurrected_by_a_request_in_flight(
+        tyrant, refresh_only):
+    """Two requests of the session loaded it before the revocation and save
+    after it: a save takes the session lock and re-reads the record, finds
+    it gone and writes nothing (TyrantSession._merge)."""
+    app = user_app(tyrant.url)
+    (alice,), (session_id,) = signed_in(app, 'alice', 1)
+    in_flight = tyrant_session(tyrant, session_id, refresh_interval=0)
+    assert in_flight['user'] == 'alice'
+    UserSessions.from_config(tyrant.url).revoke('alice')
+    if refresh_only:
+        in_flight.save(accessed_only=True)
+    else:
+        in_flight['cart'] = ['book']
+        in_flight.save()
+    assert raw(tyrant, record_key(session_id)) is None
+    assert alice.get('/visit').json['user'] is None
+
+
+def test_revoking_waits_for_a_request_holding_the_session_lock(tyrant):
+    app = user_app(tyrant.url)
+    (alice,), (session_id,) = signed_in(app, 'alice', 1)
+    lock_key = 'beaker:lock:%s:session' % session_id
+    pool(tyrant).request('put', lock_key, json.dumps(
+        {'tcjson': 'lock', 'owner': 'a request', '_expires': time.time() + 0.3}))
+    started = time.time()
+    assert len(UserSessions.from_config(tyrant.url).revoke('alice')) == 1
+    assert 0.25 < time.time() - started < 1.5
+    assert raw(tyrant, record_key(session_id)) is None and raw(tyrant, lock_key) is None
+
+
+# ---- rewrites and sign-ins at the same time
+
+def sign_in_thread(server, ids):
+    def run():
+        session = tyrant_session(server, None)
+        user_sessions.sign_in(session, 'alice')
+        session.save()
+        ids.append(session.id)
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+def test_a_sign_in_during_a_rewrite_waits_and_appends_again(tyrant):
+    app = user_app(tyrant.url)
+    browsers, ids = signed_in(app, 'alice', 2)
+    index = UserSessions.from_config(tyrant.url).index('alice')
+    lock, before = index.begin_rewrite()
+    new_ids = []
+    thread = sign_in_thread(tyrant, new_ids)
+    deadline = time.time() + 5
+    while len(index_ids(tyrant)) < 3:                          # appended, now waiting
+        assert time.time() < deadline
+        time.sleep(0.005)
+    index.finish_rewrite(lock, before.splitlines()[1:])        # drops ids[0], and the new line
+    thread.join(5)
+    assert index_ids(tyrant) == [ids[1]] + new_ids
+
+
+def test_a_rewrite_between_the_append_and_its_checks_is_noticed(tyrant, monkeypatch):
+    """The server may run a whole rewrite between the commands of one
+    pipeline (ttserver serves connections from several threads): the lock
+    is gone again by then, but the mark has changed."""
+    app = user_app(tyrant.url)
+    browsers, ids = signed_in(app, 'alice', 1)
+    tyrant_pool, rewrites = pool(tyrant), []
+    pipeline = tyrant_pool.pipeline
+
+    def rewrite_in_the_middle(*commands):
+        if [c[0] for c in commands] != ['get', 'putcat', 'get', 'get'] or rewrites:
+            return pipeline(*commands)
+        first = pipeline(*commands[:2])
+        index = UserSessions.from_config(tyrant.url).index('alice')
+        lock, text = index.begin_rewrite()
+        rewrites.append(text)
+        index.finish_rewrite(lock, text.splitlines()[:1])      # the new line dropped
+        return first + pipeline(*commands[2:])
+    monkeypatch.setattr(tyrant_pool, 'pipeline', rewrite_in_the_middle)
+    session = tyrant_session(tyrant, None)
+    user_sessions.sign_in(session, 'alice')
+    assert len(rewrites) == 1 and rewrites[0].count('\n') == 2
+    assert index_ids(tyrant) == [ids[0], session.id]
+
+
+def test_sign_ins_and_listings_at_once_lose_no_live_session(tyrant):
+    app = user_app(tyrant.url)
+    browsers, ids = signed_in(app, 'alice', 3)
+    store, stop, new_ids = UserSessions.from_config(tyrant.url), threading.Event(), []
+    gone = ['%032x' % n for n in range(3)]                     # signed in long ago
+    for session_id in gone:
+        store.add('alice', session_id, now=time.time() - LATER)
+
+    def list_until_stopped():
+        while not stop.is_set():
+            store.sessions('alice')
+    listers = [threading.Thread(target=list_until_stopped) for _ in range(2)]
+    for thread in listers:
+        thread.start()
+    try:
+        for _ in range(4):
+            for thread in [sign_in_thread(tyrant, new_ids) for _ in range(5)]:
+                thread.join(10)
+    finally:
+        stop.set()
+        for thread in listers:
+            thread.join(10)
+    assert len(new_ids) == 20
+    assert sorted(index_ids(tyrant)) == sorted(ids + new_ids)
+
+
+# ---- purge
+
+def test_purge_prunes_indexes_and_deletes_the_empty_ones(tyrant):
+    app = user_app(tyrant.url)
+    bob, bob_ids = signed_in(app, 'bob', 2)
+    carol, carol_ids = signed_in(app, 'carol', 1)
+    pool(tyrant).request('out', record_key(bob_ids[0]))
+    pool(tyrant).request('out', record_key(carol_ids[0]))
+    pool(tyrant).request('put', 'beaker:user:dave', 'a line of some other program\n')
+    pool(tyrant).request('put', 'beaker:user:erin', '')
+    totals = tcjson.purge_expired(tyrant.url, 'beaker:', batch_size=2,
+                                  now=time.time() + LATER)
+    assert totals['deleted'] == 2                               # carol's and erin's indexes
+    assert index_ids(tyrant, 'bob') == [bob_ids[1]]
+    assert raw(tyrant, 'beaker:user:carol') is None and raw(tyrant, 'beaker:user:erin') is None
+    assert raw(tyrant, 'beaker:user:dave') == 'a line of some other program\n'
+    assert bob[1].get('/visit').json['user'] == 'bob'
+
+
+def test_purge_keeps_entries_waiting_for_their_record(tyrant):
+    store = UserSessions.from_config(tyrant.url)
+    store.add('alice', 'c' * 32)                              # its response not started yet
+    assert tcjson.purge_expired(tyrant.url, 'beaker:')['deleted'] == 0
+    assert index_ids(tyrant) == ['c' * 32]
+
+
+# ---- several servers
+
+def test_revoking_reaches_sessions_on_every_shard(tyrant_factory):
+    servers = [tyrant_factory(), tyrant_factory()]
+    url = ';'.join(server.url for server in servers)
+    app = user_app(url)
+    browsers, ids = [], []
+    while len(ids) < 40 and not all(pool(s).request('rnum') > 1 for s in servers):
+        more, more_ids = signed_in(app, 'alice', 2)
+        browsers += more
+        ids += more_ids
+    assert all(pool(s).request('rnum') > 1 for s in servers)   # records on both
+    index_server = tcjson.get_servers(url).shard_index('beaker:user:alice')
+    assert raw(servers[index_server], 'beaker:user:alice').count('\n') == len(ids)
+    removed = UserSessions.from_config(url).revoke('alice')
+    assert sorted(info.id for info in removed) == sorted(ids)
+    # Left: the rewrite's mark, where the index was.
+    assert [pool(s).request('rnum') for s in servers] == [int(n == index_server)
+                                                           for n in range(2)]
+    for revoked in browsers:
+        assert revoked.get('/visit').json['user'] is None
