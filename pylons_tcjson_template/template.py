@@ -31,6 +31,7 @@ from pylons_tcjson_template import tyrant
 HERE = os.path.dirname(os.path.abspath(__file__))
 BACKEND_SOURCE = os.path.join(HERE, 'tcjson.py')
 CLIENT_SOURCE = os.path.join(HERE, 'tyrant.py')
+USERS_SOURCE = os.path.join(HERE, 'user_sessions.py')
 DEVTYRANT_SOURCE = os.path.join(HERE, 'devtyrant')
 
 # Names a generated package must not take: it would shadow what the
@@ -206,7 +207,8 @@ class PylonsTcjsonTemplate(Template):
         """Copy the single-source modules into <package>/lib/."""
         lib_dir = os.path.join(output_dir, vars['package'], 'lib')
         copies = [(BACKEND_SOURCE, os.path.join(lib_dir, 'tcjson.py')),
-                  (CLIENT_SOURCE, os.path.join(lib_dir, 'tyrant.py'))]
+                  (CLIENT_SOURCE, os.path.join(lib_dir, 'tyrant.py')),
+                  (USERS_SOURCE, os.path.join(lib_dir, 'user_sessions.py'))]
         for root, dirs, files in os.walk(DEVTYRANT_SOURCE):
             dirs[:] = [d for d in dirs if d != '__pycache__']
             rel = os.path.relpath(root, DEVTYRANT_SOURCE)
