@@ -13,6 +13,8 @@ import socket
 import struct
 import time
 
+import pytest
+
 from pylons_tcjson_template.devtyrant.launcher import TyrantProcess
 from pylons_tcjson_template.devtyrant.protocol import recv_exactly, request_bytes
 
@@ -84,8 +86,22 @@ class Peers(object):
         return server
 
     def stop_all(self):
+        """Stop every server; fail on a traceback or internal error in the
+        log of any of them, even when every answer the test saw was right."""
         for server in self.started:
             server.stop()
+        for name in set(server.log.name for server in self.started):
+            with open(name) as log_file:
+                text = log_file.read()
+            assert 'Traceback' not in text and 'internal error' not in text, text
+
+
+@pytest.fixture
+def peers(tmpdir):
+    """Start tcjson-tyrant servers with ``peers.start(name, **options)``."""
+    started = Peers(tmpdir)
+    yield started
+    started.stop_all()
 
 
 # ------------------------------------------------------------ raw client

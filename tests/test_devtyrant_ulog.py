@@ -15,7 +15,7 @@ from pylons_tcjson_template.devtyrant import ulog
 from pylons_tcjson_template.devtyrant.launcher import free_port, wait_for_port
 from pylons_tcjson_template.devtyrant.protocol import request_bytes
 from test_devtyrant_replication_support import (
-    DISK_HEADER, call, get, put, reference_section, start_server, ulog_records, unhex)
+    DISK_HEADER, call, get, peers, put, reference_section, ulog_records, unhex)
 
 SERVER = [sys.executable, '-m', 'pylons_tcjson_template.devtyrant.server']
 
@@ -66,18 +66,16 @@ def test_the_table_is_read_whole():
         'addint n +0', 'adddouble d +0.0', 'misc putlist b=2, opts=1']
 
 
-def test_every_command_logs_what_ttserver_logged(tmpdir):
-    server = start_server(tmpdir, 'db', ulog='ulog', sid=1)
-    try:
-        started = int(time.time() * 1e6)
-        for label, request, logged in command_table():
-            answer = call(server, request)
-            if logged is not None and not label.startswith('putnr'):
-                # The result byte logged is the status the client was sent.
-                assert answer[:1] == logged[-1:], label
-        finished = int(time.time() * 1e6)
-    finally:
-        server.stop()
+def test_every_command_logs_what_ttserver_logged(tmpdir, peers):
+    server = peers.start('db', ulog='ulog', sid=1)
+    started = int(time.time() * 1e6)
+    for label, request, logged in command_table():
+        answer = call(server, request)
+        if logged is not None and not label.startswith('putnr'):
+            # The result byte logged is the status the client was sent.
+            assert answer[:1] == logged[-1:], label
+    finished = int(time.time() * 1e6)
+    server.stop()
     records = ulog_records(str(tmpdir.join('ulog')))
     expected = [logged for _, _, logged in command_table() if logged is not None]
     assert [record['body'] for record in records] == expected
@@ -87,18 +85,16 @@ def test_every_command_logs_what_ttserver_logged(tmpdir):
     assert set(record['file'] for record in records) == set(['00000001.ulog'])
 
 
-def test_first_records_match_the_recorded_bytes_but_for_the_time(tmpdir):
+def test_first_records_match_the_recorded_bytes_but_for_the_time(tmpdir, peers):
     # "The same bytes as xxd prints them": put k1=v1, then the failed putkeep.
     section = reference_section('Record layout on disk')
     dump = section[section.index('The same bytes as xxd'):]
     recorded = unhex(''.join(re.findall(r'^  [0-9a-f]{8}: ((?:[0-9a-f]{4} ){7}[0-9a-f]{4})',
                                          dump, re.M)))
-    server = start_server(tmpdir, 'db', ulog='ulog', sid=1)
-    try:
-        put(server, b'k1', b'v1')
-        assert call(server, request_bytes('putkeep', 2, 2, b'k1', b'zz'), 1) == b'\x01'
-    finally:
-        server.stop()
+    server = peers.start('db', ulog='ulog', sid=1)
+    put(server, b'k1', b'v1')
+    assert call(server, request_bytes('putkeep', 2, 2, b'k1', b'zz'), 1) == b'\x01'
+    server.stop()
     ours = tmpdir.join('ulog', '00000001.ulog').read_binary()
     assert len(ours) == len(recorded) == 64
     for start in (0, 32):                       # two 32-byte records
@@ -106,33 +102,29 @@ def test_first_records_match_the_recorded_bytes_but_for_the_time(tmpdir):
         assert ours[start + 9:start + 32] == recorded[start + 9:start + 32]
 
 
-def test_reads_and_management_commands_log_nothing(tmpdir):
-    server = start_server(tmpdir, 'db', ulog='ulog', sid=1)
-    try:
-        put(server, b'k', b'v')
-        for request in [request_bytes('get', 1, b'k'), request_bytes('mget', 1, 1, b'k'),
-                        request_bytes('vsiz', 1, b'k'), request_bytes('iterinit'),
-                        request_bytes('iternext'), request_bytes('fwmkeys', 1, 0xffffffff, b'k'),
-                        request_bytes('rnum'), request_bytes('size'), request_bytes('stat'),
-                        request_bytes('copy', 4, b'/tmp'),
-                        b'\xc8\x74' + struct.pack('>IQI', 4, 1, 0) + b'/tmp',
-                        request_bytes('ext', 1, 0, 1, 1, b'f', b'k', b'v'),
-                        b'\xc8\x78' + struct.pack('>IIQI', 0, 0, 0, 0)]:
-            call(server, request)
-    finally:
-        server.stop()
+def test_reads_and_management_commands_log_nothing(tmpdir, peers):
+    server = peers.start('db', ulog='ulog', sid=1)
+    put(server, b'k', b'v')
+    for request in [request_bytes('get', 1, b'k'), request_bytes('mget', 1, 1, b'k'),
+                    request_bytes('vsiz', 1, b'k'), request_bytes('iterinit'),
+                    request_bytes('iternext'), request_bytes('fwmkeys', 1, 0xffffffff, b'k'),
+                    request_bytes('rnum'), request_bytes('size'), request_bytes('stat'),
+                    request_bytes('copy', 4, b'/tmp'),
+                    b'\xc8\x74' + struct.pack('>IQI', 4, 1, 0) + b'/tmp',
+                    request_bytes('ext', 1, 0, 1, 1, b'f', b'k', b'v'),
+                    b'\xc8\x78' + struct.pack('>IIQI', 0, 0, 0, 0)]:
+        call(server, request)
+    server.stop()
     assert len(ulog_records(str(tmpdir.join('ulog')))) == 1
 
 
-def test_files_rotate_at_the_limit_and_a_restart_appends_to_the_newest(tmpdir):
+def test_files_rotate_at_the_limit_and_a_restart_appends_to_the_newest(tmpdir, peers):
     # -ulim 100: a file is closed after the record that brings it to 100
     # bytes or more, and the next number opened at once.
-    server = start_server(tmpdir, 'db', ulog='ulog', ulim=100, sid=7)
-    try:
-        for i in range(10):
-            put(server, b'key%d' % i, b'v' * (i + 1))
-    finally:
-        server.stop()
+    server = peers.start('db', ulog='ulog', ulim=100, sid=7)
+    for i in range(10):
+        put(server, b'key%d' % i, b'v' * (i + 1))
+    server.stop()
     directory = tmpdir.join('ulog')
     before = ulog_records(str(directory))
     names = sorted(path.basename for path in directory.listdir())
@@ -147,10 +139,8 @@ def test_files_rotate_at_the_limit_and_a_restart_appends_to_the_newest(tmpdir):
     assert len(before) == 10 and set((r['sid'], r['mid']) for r in before) == set([(7, 0)])
 
     server.start()
-    try:
-        put(server, b'after', b'restart')
-    finally:
-        server.stop()
+    put(server, b'after', b'restart')
+    server.stop()
     after = ulog_records(str(directory))
     assert after[:10] == before
     assert after[10]['file'] == names[-1] and after[10]['body'][10:15] == b'after'
@@ -208,27 +198,23 @@ def test_mhost_without_a_sid_is_not_followed(tmpdir):
 
 # ------------------------------------------------------------ command fixes
 
-def test_putshl_on_a_missing_record_stores_the_whole_value(tmpdir):
+def test_putshl_on_a_missing_record_stores_the_whole_value(peers):
     # ttserver trims to the width only when it appends to an existing value.
-    server = start_server(tmpdir, 'db')
-    try:
-        assert call(server, request_bytes('putshl', 3, 5, 2, b'new', b'abcde'), 1) == b'\x00'
-        assert get(server, b'new') == b'abcde'
-        assert call(server, request_bytes('putshl', 3, 2, 4, b'new', b'XY'), 1) == b'\x00'
-        assert get(server, b'new') == b'deXY'
-    finally:
-        server.stop()
+    server = peers.start('db')
+    assert call(server, request_bytes('putshl', 3, 5, 2, b'new', b'abcde'), 1) == b'\x00'
+    assert get(server, b'new') == b'abcde'
+    assert call(server, request_bytes('putshl', 3, 2, 4, b'new', b'XY'), 1) == b'\x00'
+    assert get(server, b'new') == b'deXY'
+    server.stop()
 
 
-def test_misc_putlist_with_an_odd_argument_count_stores_the_complete_pairs(tmpdir):
-    server = start_server(tmpdir, 'db', ulog='ulog', sid=1)
-    try:
-        request = request_bytes('misc', 7, 0, 3, b'putlist', 1, b'a', 1, b'1', 1, b'b')
-        assert call(server, request) == b'\x00' + struct.pack('>I', 0)
-        assert get(server, b'a') == b'1'
-        assert get(server, b'b') is None
-    finally:
-        server.stop()
+def test_misc_putlist_with_an_odd_argument_count_stores_the_complete_pairs(tmpdir, peers):
+    server = peers.start('db', ulog='ulog', sid=1)
+    request = request_bytes('misc', 7, 0, 3, b'putlist', 1, b'a', 1, b'1', 1, b'b')
+    assert call(server, request) == b'\x00' + struct.pack('>I', 0)
+    assert get(server, b'a') == b'1'
+    assert get(server, b'b') is None
+    server.stop()
     # Logged as asked, all three arguments, with success.
     body, = [r['body'] for r in ulog_records(str(tmpdir.join('ulog')))]
     assert body == unhex('c890 00000007 00000003') + b'putlist' + unhex(
