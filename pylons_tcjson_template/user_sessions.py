@@ -447,6 +447,28 @@ class UserSessions(object):
                 deleted += _Index(self, key[start:]).drop(dead)[1]
         return deleted
 
+    def count_batch(self, pool, keys, totals):
+        """Add one batch of keys (all on `pool`) to store_stats' totals."""
+        sizes = pool.pipeline(*[('vsiz', key) for key in keys])
+        groups = {}
+        for key, size in zip(keys, sizes):
+            if _value(size) is None:
+                continue                                    # deleted meanwhile
+            kind = _kind(self.prefix, key)
+            groups.setdefault(kind, []).append(key)
+            totals[kind] += 1
+            totals['records'] += 1
+            totals['bytes'] += size
+            if kind in ('sessions', 'users'):
+                totals['session_bytes' if kind == 'sessions' else 'index_bytes'] += size
+        sessions = groups.get('sessions', [])
+        records = tcjson._read_bounded(pool, sessions, self.max_record)
+        totals['unreadable'] += len(sessions) - len(records)        # over max_session_size
+        _count_sessions(records, totals)
+        _count_indexes(tcjson._read_bounded(pool, groups.get('users', []),
+                                            tcjson.PURGE_READ_BYTES), totals)
+        totals['batches'] += 1
+
 
 def _group(items, place):
     groups = {}
@@ -546,3 +568,56 @@ def prune_indexes(url, prefix, index_keys, now=None, **options):
     """purge_expired's hook: prune these index keys (see
     UserSessions.prune_indexes); returns the number of indexes deleted."""
     return UserSessions.from_config(url, prefix, **options).prune_indexes(index_keys, now)
+
+
+# ------------------------------------------------------------ for operators
+
+def store_stats(url, prefix=tcjson.DEFAULT_PREFIX, batch_size=500, progress=None,
+                **options):
+    """Counts of what is stored under `prefix`, visiting every record of
+    every server once, `batch_size` keys at a time, as purge does (and
+    under the purge's lock: tcjson.PurgeBusy while a purge runs).  Returns
+    a dict, also passed to `progress` after each batch: records, bytes,
+    sessions, signed_in, session_bytes, unreadable (session records this
+    module cannot read), oldest and newest (_creation_time), users (indexes),
+    index_entries, index_bytes, locks (and rewrite marks), other."""
+    store = UserSessions.from_config(url, prefix, **options)
+    totals = dict.fromkeys(('records', 'bytes', 'sessions', 'signed_in', 'session_bytes',
+                            'unreadable', 'users', 'index_entries', 'index_bytes', 'locks',
+                            'other', 'batches'), 0)
+    totals.update(oldest=None, newest=None)
+    for pool in store.servers.shards():
+        with tcjson._PurgeLock(pool) as lock:
+            for keys in tcjson._key_batches(pool, store.prefix, int(batch_size)):
+                store.count_batch(pool, keys, totals)
+                lock.renew()
+                if progress is not None:
+                    progress(dict(totals))
+    return totals
+
+
+def _kind(prefix, key):
+    if key.startswith(prefix + 'lock:'):
+        return 'locks'
+    if key.startswith(prefix + 'user:'):
+        return 'users'
+    return 'sessions' if key.endswith(':session') else 'other'
+
+
+def _count_sessions(records, totals):
+    for raw in records.itervalues():
+        try:
+            record = tcjson.parse_session_record(raw)
+        except ValueError:
+            totals['unreadable'] += 1
+            continue
+        totals['signed_in'] += USER_KEY in record
+        created = record.get('_creation_time')
+        if tcjson._is_time(created):
+            totals['oldest'] = min(totals['oldest'] or created, created)
+            totals['newest'] = max(totals['newest'], created)
+
+
+def _count_indexes(indexes, totals):
+    for raw in indexes.itervalues():
+        totals['index_entries'] += sum(1 for line in _index_lines(raw) if _parse_entry(line))
