@@ -1,0 +1,172 @@
+"""A generated project as production runs it: the production.ini that
+`paster make-config` writes, served by `paster serve` with debug off.
+
+What must not leak there: session ids and session contents into error
+mails and logs (WebError reports the whole request of every 500), and the
+Tyrant address, socket errors and development commands onto the 503 page.
+"""
+import asyncore
+import httplib
+import os
+import re
+import smtpd
+import sys
+import threading
+
+import pytest
+
+from pylons_tcjson_template.devtyrant.launcher import TyrantProcess, free_port
+from test_template_support import (PASTER, Served, generate, project_env, run,
+                                   set_ini_value)
+
+SECRET = 'CARD-4111-1111-1111-1111'
+BUG = 'a bug in a controller'
+
+# A controller of the project's own, with a bug: it loads the session (as
+# nearly every page does) and fails.
+BOOM_CONTROLLER = '''
+from pylons import session
+from prodapp.lib.base import BaseController
+
+
+class BoomController(BaseController):
+
+    def store(self):
+        session['card'] = %r
+        session.save()
+        return 'stored'
+
+    def fail(self):
+        session.get('card')
+        raise RuntimeError(%r)
+''' % (SECRET, BUG)
+
+
+class MailCatcher(smtpd.SMTPServer):
+    """An SMTP server on a free port that keeps what it receives, or, with
+    `refuse` set, refuses every mail."""
+
+    def __init__(self):
+        self.port = free_port()
+        smtpd.SMTPServer.__init__(self, ('127.0.0.1', self.port), None)
+        self.mails = []
+        self.refuse = False
+        self.running = True
+        self.thread = threading.Thread(target=self._serve)
+        self.thread.daemon = True
+        self.thread.start()
+
+    def _serve(self):
+        while self.running:
+            asyncore.loop(timeout=0.05, count=1)
+
+    def process_message(self, peer, mailfrom, rcpttos, data):
+        if self.refuse:
+            return '554 refused for the test'
+        self.mails.append(data)
+        return None
+
+    def stop(self):
+        self.running = False
+        self.thread.join(5)
+        self.close()
+
+
+@pytest.fixture(scope='module')
+def production(tmpdir_factory):
+    """(project dir, env, production.ini path, Tyrant server)."""
+    base = tmpdir_factory.mktemp('production')
+    tyrant = TyrantProcess('*').start()
+    try:
+        project = generate(base, 'ProdApp', 'tyrant_url=%s' % tyrant.url)
+        env = project_env(project)
+        code, output = run([sys.executable, PASTER, 'make-config', 'ProdApp',
+                            'production.ini'], project, env)
+        assert code == 0, output
+        with open(os.path.join(project, 'prodapp', 'controllers', 'boom.py'), 'w') as out:
+            out.write(BOOM_CONTROLLER)
+        yield project, env, os.path.join(project, 'production.ini'), tyrant
+    finally:
+        tyrant.stop()
+
+
+def serve(project, env, ini, log):
+    port = free_port()
+    set_ini_value(ini, 'server:main', 'host', '127.0.0.1')
+    set_ini_value(ini, 'server:main', 'port', str(port))
+    return Served(project, env, ini=os.path.basename(ini), port=port, log=log)
+
+
+def get(port, path, cookie=None):
+    """(status, body, Set-Cookie) of a GET.  The production cookie is
+    Secure, which a cookie jar would not send over plain HTTP: sent by hand."""
+    connection = httplib.HTTPConnection('127.0.0.1', port, timeout=15)
+    try:
+        connection.request('GET', path, headers={'Cookie': cookie} if cookie else {})
+        response = connection.getresponse()
+        return response.status, response.read(), response.getheader('Set-Cookie')
+    finally:
+        connection.close()
+
+
+def test_production_config_mails_no_placeholder_address(production):
+    text = open(production[2]).read()
+    assert not re.search(r'^\s*email_to\s*=', text, re.M)
+    assert re.search(r'^debug = false$', text, re.M)
+
+
+def test_a_500_reports_neither_the_cookie_nor_the_session(production, tmpdir):
+    project, env, ini, _ = production
+    catcher = MailCatcher()
+    text = open(ini).read()
+    # Error mail switched on, to our catcher.
+    text = re.sub(r'^#email_to = .*$', 'email_to = ops@example.test', text, flags=re.M)
+    open(ini, 'w').write(text)
+    set_ini_value(ini, 'DEFAULT', 'smtp_server', '127.0.0.1:%d' % catcher.port)
+    log = str(tmpdir.join('serve.log'))
+    try:
+        with serve(project, env, ini, log) as served:
+            status, body, set_cookie = get(served.port, '/boom/store')
+            assert status == 200 and 'secure' in set_cookie.lower(), (status, body)
+            cookie = set_cookie.split(';')[0]
+            session_id = cookie.split('=', 1)[1]
+
+            # Mail works: the report goes by mail.
+            status, body, _ = get(served.port, '/boom/fail', cookie)
+            assert status == 500
+            assert BUG not in body and SECRET not in body
+            assert len(catcher.mails) == 1
+            mail = catcher.mails[0]
+            assert BUG in mail                          # it is the report
+            assert 'HTTP_COOKIE' in mail and 'hidden from error reports' in mail
+            assert session_id not in mail and SECRET not in mail
+
+            # Mail fails: WebError writes the whole report to stderr.
+            catcher.refuse = True
+            status, body, _ = get(served.port, '/boom/fail', cookie)
+            assert status == 500
+            # The session itself is fine: the failing page changed nothing.
+            assert get(served.port, '/boom/store', cookie)[0] == 200
+        logged = open(log).read()
+        assert BUG in logged and 'HTTP_COOKIE' in logged, logged[-3000:]
+        assert session_id not in logged and SECRET not in logged
+    finally:
+        catcher.stop()
+
+
+def test_the_503_page_shows_no_internals(production, tmpdir):
+    project, env, ini, tyrant = production
+    log = str(tmpdir.join('serve.log'))
+    with serve(project, env, ini, log) as served:
+        tyrant.stop()
+        try:
+            status, body, _ = get(served.port, '/session')
+        finally:
+            tyrant.start()
+    assert status == 503, body
+    assert 'Sessions are unavailable' in body
+    host, port = tyrant.url.split(':')
+    for internal in (tyrant.url, port, 'paster', 'development.ini', 'Errno',
+                     'refused'):
+        assert internal not in body, internal
+    assert tyrant.url in open(log).read()        # the log keeps the details
