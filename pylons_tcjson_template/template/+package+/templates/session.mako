@@ -68,6 +68,63 @@
   </section>
 </div>
 
+% if c.user:
+<section class="card" id="user-sessions">
+  <h2>Your sessions</h2>
+  <p class="muted">Every browser where <strong>${c.user}</strong> signed in,
+    oldest sign-in first. Signing out one of them deletes its record from
+    Tyrant: on its next request that browser is anonymous, whichever
+    process or server serves it.</p>
+  <table class="values" id="sessions">
+    <thead><tr><th>Signed in</th><th>Last request</th><th>Browser</th><th></th></tr></thead>
+    <tbody>
+    % for info in c.user_sessions:
+      <tr class="${'current' if info.current else 'other'}" data-handle="${info.handle}">
+        <td>${c.utc(info.signed_in)}</td>
+        <td>${c.utc(info.accessed)}</td>
+        <td><code>${info.detail.get('agent', u'-')}</code>
+          % if info.current:
+          <strong class="this-one">(this browser)</strong>
+          % endif
+        </td>
+        <td class="right">
+          <form method="post" action="${h.url('session_signout')}" class="signout-form">
+            ${h.csrf_field()}
+            <input type="hidden" name="handle" value="${info.handle}">
+            <button type="submit" class="small">Sign out this one</button>
+          </form>
+        </td>
+      </tr>
+    % endfor
+    </tbody>
+  </table>
+  <div class="actions">
+    <form method="post" action="${h.url('session_signout_others')}" id="signout-others-form">
+      ${h.csrf_field()}
+      <button type="submit" id="signout-others">Sign out everywhere else</button>
+    </form>
+    <form method="post" action="${h.url('session_signout_all')}" id="signout-all-form">
+      ${h.csrf_field()}
+      <button type="submit" class="danger" id="signout-all">Sign out everywhere</button>
+    </form>
+  </div>
+  <p class="muted">What is stored where: each session is one record,
+    <code>&lt;prefix&gt;&lt;id&gt;:session</code>, holding
+    <code>user</code>; it is the truth. Each sign-in also appended one JSON
+    line (session id, time, browser) to the index
+    <code id="index-key">${c.index_key}</code> with Tyrant's atomic
+    <code>putcat</code>, so concurrent sign-ins need no lock. The list
+    above reads the index and then the records; lines of sessions that
+    ended (logout, expiry, purge) are dropped from the index as it goes.
+    Rows are named by a handle, a hash of the session id: the page never
+    shows the ids of your other browsers.</p>
+  <details>
+    <summary>The index in Tyrant</summary>
+    <pre id="index-raw">${c.index_raw or u'(none)'}</pre>
+  </details>
+</section>
+% endif
+
 <section class="card">
   <h2>Values</h2>
   % if c.items:
