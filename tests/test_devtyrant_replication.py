@@ -14,11 +14,15 @@ second for a new write), so tests poll with deadlines instead of sleeping.
 """
 import re
 import struct
+import threading
 import time
 
 import pytest
 
+from pylons_tcjson_template.devtyrant import replication
 from pylons_tcjson_template.devtyrant.launcher import free_port
+from pylons_tcjson_template.devtyrant.server import TyrantServer
+from pylons_tcjson_template.devtyrant.storage import MemoryStore
 from test_devtyrant_replication_support import (
     FakeMaster, FakeSlave, addint, peers, get, out, put, reference_section, rnum,
     server_log, setmst, start_server, stat, stat_pairs, ulog_records, unhex, wait_until)
@@ -312,7 +316,7 @@ def test_setmst_drops_and_restores_the_master(tmpdir, peers):
     assert setmst(slave, '', 0) == b'\x00'
     assert 'mhost' not in stat(slave)                             # at once
     put(master, b'b', b'2')
-    time.sleep(1.5)
+    time.sleep(0.5)                     # connected, it would have had it in milliseconds
     assert get(slave, b'b') is None
     assert setmst(slave, '127.0.0.1', master.port) == b'\x00'     # ts 0: from its .rts
     assert wait_until(lambda: get(slave, b'b') == b'2', CATCH_UP)
@@ -360,3 +364,53 @@ def test_dual_master(tmpdir, peers):
     put(a, b'back', b'A')                          # and B follows A again
     assert wait_until(lambda: get(b, b'back') == b'A', CATCH_UP)
     assert rnum(a) == rnum(b) == 16
+
+
+def test_a_timestamp_older_than_the_log_starts_at_the_oldest_file_left(peers, tmpdir):
+    # Files 1..n after rotation, file 1 removed by the operator, request
+    # ts=1: no error, the stream starts with the first record of file 2.
+    master = peers.start('m', ulog='ulog', ulim=100, sid=1)
+    for i in range(8):
+        put(master, b'key%d' % i, b'value')
+    first_file = ulog_records(str(tmpdir.join('ulog')))
+    tmpdir.join('ulog', '00000001.ulog').remove()
+    left = ulog_records(str(tmpdir.join('ulog')))
+    assert left[0]['file'] == '00000002.ulog' and len(left) < len(first_file)
+    slave = FakeSlave(master, ts=1, sid=2)
+    assert slave.read(5) == b'\x00\x00\x00\x01\xca'
+    put(master, b'wake', b'up')
+    got = slave.records(len(left) + 1)
+    assert [body for _, _, body, _ in got[:-1]] == [r['body'] for r in left]
+    slave.close()
+
+
+def test_a_silent_master_is_given_up_and_nops_keep_it_alive(tmpdir, monkeypatch):
+    # "no byte for 60 s = dead master; the nop every second is what keeps
+    # an idle link alive".  The server runs in this process with the 60 s
+    # shortened to 1 s, so the test takes seconds.
+    monkeypatch.setattr(replication, 'MASTER_SILENCE', 1.0)
+    fake = FakeMaster()
+    settings = replication.Settings(sid=2, master_host='127.0.0.1', master_port=fake.port,
+                                    rts_path=str(tmpdir.join('s.rts')))
+    server = TyrantServer(MemoryStore(), '127.0.0.1', 0, settings)
+    thread = threading.Thread(target=server.serve_forever)
+    thread.start()
+    try:
+        sock, _ = fake.accept()
+        sock.sendall(b'\x00\x00\x00\x05\xca' + MASTER_RECORD)
+        for _ in range(5):                          # 2 s of nops, 0.4 s apart: kept
+            time.sleep(0.4)
+            sock.sendall(b'\xca')
+        last_byte = time.time()
+        sock.settimeout(5)
+        assert sock.recv(1) == b''                  # then silence: given up
+        assert 0.8 <= time.time() - last_byte <= 2.0
+        again, request = fake.accept()              # and asked again from .rts + 1
+        assert request == unhex('c8a0 00066159b2c493fe 00000002')
+        assert tmpdir.join('s.rts').read_binary() == b'1795887739474941\n'
+        again.close()
+    finally:
+        server.stop()
+        thread.join(5)
+        server.close()
+        fake.close()

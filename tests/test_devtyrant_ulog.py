@@ -15,7 +15,7 @@ from pylons_tcjson_template.devtyrant import ulog
 from pylons_tcjson_template.devtyrant.launcher import free_port, wait_for_port
 from pylons_tcjson_template.devtyrant.protocol import request_bytes
 from test_devtyrant_replication_support import (
-    DISK_HEADER, call, get, peers, put, reference_section, ulog_records, unhex)
+    DISK_HEADER, call, disk_record, get, peers, put, reference_section, ulog_records, unhex)
 
 SERVER = [sys.executable, '-m', 'pylons_tcjson_template.devtyrant.server']
 
@@ -219,3 +219,28 @@ def test_misc_putlist_with_an_odd_argument_count_stores_the_complete_pairs(tmpdi
     body, = [r['body'] for r in ulog_records(str(tmpdir.join('ulog')))]
     assert body == unhex('c890 00000007 00000003') + b'putlist' + unhex(
         '00000001 61 00000001 31 00000001 62 00')
+
+
+def test_restore_replays_a_log_keeping_its_sid_and_mid(tmpdir, peers):
+    # "restoring a log holding 1:0, 3:3, 2:3 into a -sid 7 server logged
+    # 1:0, 3:3, 2:3", with new timestamps.
+    bodies = [b'\xc8\x10' + struct.pack('>II', 2, 1) + key + b'v\x00'
+              for key in (b'r1', b'r3', b'r2')]
+    origins = [(1, 0), (3, 3), (2, 3)]
+    source = tmpdir.mkdir('old')
+    source.join('00000001.ulog').write_binary(b''.join(
+        disk_record(1000 + n, sid, mid, body)
+        for n, ((sid, mid), body) in enumerate(zip(origins, bodies))))
+    server = peers.start('db', ulog='ulog', sid=7)
+    path = str(source).encode('utf-8')
+    restore = b'\xc8\x74' + struct.pack('>IQI', len(path), 1, 0) + path
+    assert call(server, restore, 1) == b'\x00'
+    assert [get(server, key) for key in (b'r1', b'r2', b'r3')] == [b'v'] * 3
+    missing = b'/no/such/ulog'
+    assert call(server, b'\xc8\x74' + struct.pack('>IQI', len(missing), 1, 0) + missing,
+                1) == b'\x01'
+    server.stop()
+    records = ulog_records(str(tmpdir.join('ulog')))
+    assert [(r['sid'], r['mid']) for r in records] == origins
+    assert [r['body'] for r in records] == bodies
+    assert all(r['ts'] > 10 ** 15 for r in records)            # stamped now, not 1000

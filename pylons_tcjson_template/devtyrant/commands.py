@@ -20,6 +20,8 @@ PROTOCOL_VERSION = '0.91'
 
 _FRACT = 1000000000000           # adddouble sends the fraction times 1e12
 _DOUBLE_PAIR = struct.Struct('>qq')
+_RESTORE_CHUNK = 1024 * 1024
+_CHECK_CONSISTENCY = 1           # restore's (and setmst's) opts bit 1
 # stat counts failures in three lines: every kind of put, out, and get.
 _MISS_KIND = {'put': 'put', 'putkeep': 'put', 'putcat': 'put', 'putshl': 'put',
               'putnr': 'put', 'out': 'out', 'get': 'get'}
@@ -169,7 +171,28 @@ class Dispatcher(object):
         return FAILURE
 
     def do_restore(self, path, ts, opts):
-        return FAILURE
+        """Replay an update log directory from TS on, as ttserver's restore
+        does: each record is redone and logged here again, with a new
+        timestamp and its original SID:MID.  OPTS bit 1 stops at the first
+        record whose result differs from the one logged."""
+        directory = path.decode('utf-8', 'replace')
+        if not os.path.isdir(directory) or self._is_own_log(directory):
+            return FAILURE          # the own log would grow as it is read
+        reader = ulog.LogReader(directory, ts)
+        while True:
+            for _, sid, mid, body in reader.read(_RESTORE_CHUNK):
+                try:
+                    consistent = self.redo(body, sid, mid)
+                except ulog.BadBody:
+                    return FAILURE
+                if opts & _CHECK_CONSISTENCY and not consistent:
+                    return FAILURE
+            if reader.exhausted:
+                return SUCCESS
+
+    def _is_own_log(self, directory):
+        own = self.journal.directory if self.journal is not None else None
+        return own is not None and os.path.realpath(own) == os.path.realpath(directory)
 
     def do_setmst(self, host, port, ts, opts):
         if self.replication is None:
