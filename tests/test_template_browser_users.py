@@ -1,0 +1,143 @@
+"""Sessions per user in a generated project: two browsers, one user.
+
+Headless Chromium (PipeBrowser from test_template_browser) signs in as
+alice from two browsers with separate profiles, and one signs the other
+out through the "Your sessions" panel; then the operator command
+``paster tcjson-sessions`` counts, lists and revokes over HTTP-made
+sessions.  One project, server and Tyrant serve the whole module.
+"""
+import cookielib
+import os
+import re
+import sys
+import urllib
+import urllib2
+
+import pytest
+
+from pylons_tcjson_template.devtyrant.launcher import TyrantProcess, free_port
+from test_template_browser import CHROMIUM, PipeBrowser, keep
+from test_template_support import PASTER, Served, generate, project_env, run
+
+needs_chromium = pytest.mark.skipif(
+    not os.access(CHROMIUM, os.X_OK),
+    reason='no Chromium at %s (set TCJSON_CHROMIUM)' % CHROMIUM)
+
+
+class Site(object):
+    def __init__(self, url, project, env):
+        self.url, self.project, self.env = url, project, env
+
+    def paster(self, *args):
+        """`paster tcjson-sessions development.ini ARGS`: (status, output)."""
+        return run([sys.executable, PASTER, 'tcjson-sessions', 'development.ini'] +
+                   list(args), self.project, self.env, timeout=60)
+
+
+@pytest.fixture(scope='module')
+def site(tmpdir_factory):
+    tmpdir = tmpdir_factory.mktemp('users')
+    with TyrantProcess('*') as tyrant:
+        port = free_port()
+        project = generate(tmpdir, 'UsersApp', 'tyrant_url=%s' % tyrant.url,
+                           'http_port=%d' % port)
+        env = project_env(project)
+        code, output = run([sys.executable, 'setup.py', 'egg_info'], project, env)
+        assert code == 0, output                       # paster finds the commands
+        with Served(project, env, port=port, log=str(tmpdir.join('serve.log'))) as served:
+            yield Site(served.url, project, env)
+
+
+@needs_chromium
+def test_sign_out_another_browser_from_this_one(site, tmpdir):
+    laptop = PipeBrowser(str(tmpdir.mkdir('laptop')))
+    phone = PipeBrowser(str(tmpdir.mkdir('phone')))
+    try:
+        for browser in (laptop, phone):
+            browser.open_page()
+            browser.navigate(site.url + '/session')
+            assert browser.js('document.querySelector("#user-sessions")') is None
+            browser.fill('#name', 'alice')
+            browser.click_and_wait('#login')
+            assert browser.text('#user') == 'alice'
+        phone_id = phone.text('#session-id')
+
+        # The laptop lists both; it is the one marked.
+        laptop.navigate(site.url + '/session')
+        assert laptop.js('document.querySelectorAll("#sessions tbody tr").length') == 2
+        assert laptop.js('document.querySelectorAll("#sessions tr.current").length') == 1
+        assert '(this browser)' in laptop.text('#sessions tr.current')
+        assert laptop.text('#index-key') == 'usersapp:session:user:alice'
+        assert phone_id in laptop.text('#index-raw')         # the index's raw lines
+        assert phone_id not in laptop.js('document.querySelector("#sessions").outerHTML')
+        keep(laptop.screenshot(str(tmpdir.join('user-sessions.png'))))
+
+        # Sign out the other one: the phone is anonymous on its next page.
+        laptop.click_and_wait('#sessions tr.other button')
+        assert 'Signed out that session' in laptop.text('.flash')
+        assert laptop.js('document.querySelectorAll("#sessions tbody tr").length') == 1
+        phone.navigate(site.url + '/session')
+        assert phone.text('#user') is None
+        assert phone.text('#session-id') != phone_id
+        assert phone.js('document.querySelector("#login-form")') is not None
+        keep(phone.screenshot(str(tmpdir.join('signed-out-phone.png'))))
+
+        # Sign in again on the phone; "Sign out everywhere else" ends it too.
+        phone.fill('#name', 'alice')
+        phone.click_and_wait('#login')
+        laptop.navigate(site.url + '/session')
+        assert laptop.js('document.querySelectorAll("#sessions tbody tr").length') == 2
+        laptop.click_and_wait('#signout-others')
+        assert 'Signed out of 1 other session' in laptop.text('.flash')
+        assert laptop.text('#user') == 'alice'
+        phone.navigate(site.url + '/session')
+        assert phone.text('#user') is None
+
+        # "Sign out this one" on its own row: a logout.
+        laptop.click_and_wait('#sessions tr.current button')
+        assert 'Logged out' in laptop.text('.flash')
+        assert laptop.text('#user') is None
+    finally:
+        laptop.close()
+        phone.close()
+
+
+def http_browser():
+    return urllib2.build_opener(urllib2.HTTPCookieProcessor(cookielib.CookieJar()))
+
+
+def sign_in(site, browser, name):
+    page = browser.open(site.url + '/session', timeout=15).read()
+    token = re.search(r'name="_authentication_token" type="hidden" value="(\w+)"',
+                      page).group(1)
+    browser.open(site.url + '/session/login', urllib.urlencode(
+        {'name': name, '_authentication_token': token}), timeout=15).read()
+
+
+def signed_in_as(site, browser):
+    found = re.search(r'<strong id="user">([^<]*)</strong>',
+                      browser.open(site.url + '/session', timeout=15).read())
+    return found and found.group(1)
+
+
+def test_the_operator_command_counts_lists_and_revokes(site):
+    browsers = [http_browser() for _ in range(3)]
+    for browser, name in zip(browsers, ['bob', 'bob', 'carol']):
+        sign_in(site, browser, name)
+    assert [signed_in_as(site, b) for b in browsers] == ['bob', 'bob', 'carol']
+
+    code, output = site.paster()
+    assert code == 0, output
+    counts = dict(re.findall(r'^  (\w+) +(\d+)', output, re.M))
+    assert int(counts['sessions']) >= 3 and int(counts['users']) >= 2, output
+    assert re.search(r'oldest +created \d{4}-\d\d-\d\d', output), output
+
+    code, output = site.paster('--user', 'bob')
+    assert code == 0 and 'bob has 2 session(s)' in output, output
+    assert output.count('agent=Python-urllib') == 2, output
+
+    code, output = site.paster('--revoke-user', 'bob')
+    assert code == 0 and 'Signed bob out of 2 session(s)' in output, output
+    assert [signed_in_as(site, b) for b in browsers] == [None, None, 'carol']
+    code, output = site.paster('--user', 'bob')
+    assert 'bob has 0 session(s)' in output, output
