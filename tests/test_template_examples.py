@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import threading
 import time
@@ -334,21 +335,56 @@ def test_readme_and_examples_document_the_protocol_and_exit_statuses(app):
         assert [status for status in statuses if status not in document] == []
 
 
+class HangUp(threading.Thread):
+    """A server that accepts every connection and closes it at once."""
+
+    def __init__(self, host, port):
+        threading.Thread.__init__(self)
+        self.daemon = True
+        self.listener = socket.socket()
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind((host, port))
+        self.listener.listen(8)
+
+    def run(self):
+        while True:
+            try:
+                self.listener.accept()[0].close()
+            except socket.error:          # closed by stop()
+                return
+
+    def stop(self):
+        self.listener.shutdown(socket.SHUT_RDWR)
+        self.listener.close()
+        self.join(5)
+
+
 @each_example
-def test_tyrant_down_or_hung_fails_cleanly(app, example):
+def test_tyrant_hung_closing_or_down_fails_cleanly(app, example):
     browser, session_id, cookie = new_session(app)
+    tyrant = app.tyrant
+
+    def fails_cleanly(reasons, command=('get',)):
+        code, out, err = run_example(app, example, cookie, *command, ini='fast.ini')
+        assert code == EXIT_TYRANT, err
+        assert err.strip().splitlines() == [err.strip()]         # one line
+        assert 'Tokyo Tyrant at %s is unavailable' % tyrant.url in err, err
+        assert any(reason in err for reason in reasons.split('|')), err
+        assert 'Traceback' not in err and out == ''
+
     try:
-        app.tyrant.pause()                            # accepts, never answers
-        code, out, err = run_example(app, example, cookie, 'get', ini='fast.ini')
-        assert code == EXIT_TYRANT and 'no answer within io_timeout=0.5s' in err, err
-        app.tyrant.resume()
-        app.tyrant.stop()
+        tyrant.pause()                                # accepts, never answers
+        fails_cleanly('no answer within io_timeout=0.5s')
+        tyrant.resume()
+        tyrant.stop()
         for command in (['get'], ['set', 'k', '1']):
-            code, out, err = run_example(app, example, cookie, *command)
-            assert code == EXIT_TYRANT, err
-            assert err.strip().splitlines() == [err.strip()]     # one line
-            assert 'Tokyo Tyrant at %s is unavailable' % app.tyrant.url in err
-            assert 'Traceback' not in err and out == ''
+            fails_cleanly('refused', command)
+        hang_up = HangUp(tyrant.host, tyrant.port)
+        hang_up.start()
+        try:
+            fails_cleanly('closed|reset')           # as the kernel tells it
+        finally:
+            hang_up.stop()
     finally:
-        app.tyrant.resume()
-        app.tyrant.start()
+        tyrant.resume()
+        tyrant.start()

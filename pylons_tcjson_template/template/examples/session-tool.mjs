@@ -121,6 +121,8 @@ function sessionIdFrom(cookie, settings) {
 // value's length and the value. Requests sent together ("pipelined") are
 // answered in order, all in one round trip.
 const GET = 0x30, PUT = 0x10, PUTKEEP = 0x11, OUT = 0x20;
+const REASONS = { ECONNREFUSED: 'connection refused', ECONNRESET: 'the server reset the connection',
+                  EPIPE: 'the server closed the connection' };
 
 function request(command, ...fields) {
   const buffers = fields.map((field) => Buffer.from(field)); // strings as UTF-8
@@ -145,7 +147,7 @@ class Tyrant { // one connection; every failure becomes Failure(EXIT.tyrant)
     try {
       await once(this.socket, 'connect');
     } catch (error) {
-      throw this.unavailable(error.code === 'ECONNREFUSED' ? 'connection refused' : error.message);
+      throw this.unavailable(REASONS[error.code] ?? error.message);
     }
     this.socket.setTimeout(0);
     return this;
@@ -174,7 +176,7 @@ class Tyrant { // one connection; every failure becomes Failure(EXIT.tyrant)
         this.received = Buffer.concat([this.received, value]);
       }
     } catch (error) {
-      throw error instanceof Failure ? error : this.unavailable(error.message);
+      throw error instanceof Failure ? error : this.unavailable(REASONS[error.code] ?? error.message);
     } finally {
       this.socket.setTimeout(0);
     }
