@@ -7,11 +7,11 @@ fails if the README teaches one that hangs.
 """
 import os
 import re
-import subprocess
-import time
 
 import pytest
 import pytyrant
+
+from test_template_support import run
 
 README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                       'README.txt')
@@ -30,20 +30,6 @@ def readme_tchmgr_commands():
             if re.match(r'^ {4}tchmgr ', line)]
 
 
-def run_with_deadline(argv, seconds):
-    """(exit status or None if it had to be killed, output)."""
-    process = subprocess.Popen(argv, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT)
-    deadline = time.time() + seconds
-    while process.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    if process.poll() is None:
-        process.kill()
-        process.wait()
-        return None, process.stdout.read()
-    return process.returncode, process.stdout.read()
-
-
 def test_readme_commands_read_the_file_of_a_running_server(tyrant_factory, tmpdir):
     commands = readme_tchmgr_commands()
     assert [argv[1] for argv in commands] == ['list', 'get']
@@ -55,8 +41,8 @@ def test_readme_commands_read_the_file_of_a_running_server(tyrant_factory, tmpdi
     for argv in commands:
         argv = [path if arg == DEMO_FILE else key if arg == DEMO_KEY else arg
                 for arg in argv]
-        status, output = run_with_deadline(argv, 5)
-        assert status == 0, (argv, 'hung' if status is None else output)
+        status, output = run(argv, str(tmpdir), timeout=5)
+        assert status == 0, (argv, output)
         outputs.append(output)
     assert outputs[0].splitlines() == [key]
     assert outputs[1].strip() == '{"visits":3}'

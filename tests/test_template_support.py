@@ -7,6 +7,7 @@ amounts to (the directory holds the .egg-info that pkg_resources and
 paster look for).  So parallel runs cannot disturb each other or the venv.
 """
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -21,23 +22,28 @@ NOSETESTS = os.path.join(BIN, 'nosetests')
 
 
 def run(command, cwd, env=None, timeout=300):
-    """Run a command; (returncode, combined output)."""
+    """Run a command; (returncode, combined output).  A command still
+    running (or still holding its output open) after `timeout` seconds is
+    killed, and its output ends with a line saying so."""
     process = subprocess.Popen(command, cwd=str(cwd), env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.time() + timeout
     output = []
-    # communicate() has no timeout on Python 2: poll and kill on overrun.
+    # communicate() has no timeout on Python 2, and a read blocks until
+    # EOF: wait for output with select, read what is there, until EOF.
     while True:
-        chunk = process.stdout.read(65536)
-        if chunk:
-            output.append(chunk)
-        elif process.poll() is not None:
-            break
-        if time.time() > deadline:
+        remaining = deadline - time.time()
+        if remaining <= 0:
             process.kill()
             process.wait()
             output.append(b'\n[killed after %ds]' % timeout)
             break
+        if select.select([process.stdout], [], [], min(remaining, 1.0))[0]:
+            chunk = os.read(process.stdout.fileno(), 65536)
+            if not chunk:
+                break
+            output.append(chunk)
+    process.stdout.close()
     return process.wait(), b''.join(output).decode('utf-8', 'replace')
 
 
