@@ -64,3 +64,35 @@ def test_tcjson_ttserver_names_one_or_forces_the_builtin(tmpdir, monkeypatch):
     monkeypatch.setenv('TCJSON_TTSERVER', '/opt/tokyotyrant/bin/ttserver')
     assert find_ttserver() == '/opt/tokyotyrant/bin/ttserver'
     assert TyrantProcess(ttserver=False).kind == 'tcjson-tyrant'     # tests of our server
+
+
+def test_replication_options_become_ttservers_flags(tmpdir, monkeypatch):
+    path, argv_file = stand_in_ttserver(tmpdir)
+    monkeypatch.setenv('TCJSON_TTSERVER', path)
+    ulog, rts = str(tmpdir.join('ulog')), str(tmpdir.join('a.rts'))
+    server = TyrantProcess('*', ulog=ulog, ulim='64m', sid=3, mhost='127.0.0.1', mport=1,
+                           rts=rts, rcc=True)
+    with server:
+        assert os.path.isdir(ulog)                     # created: ttserver wants it to exist
+    assert open(argv_file).read().split() == [
+        '-host', '127.0.0.1', '-port', str(server.port), '-ulog', ulog, '-ulim', '64m',
+        '-sid', '3', '-mhost', '127.0.0.1', '-mport', '1', '-rts', rts, '-rcc', '*']
+
+
+def test_a_killed_server_starts_again_on_its_port_and_files(tmpdir):
+    dbpath = str(tmpdir.join('db.tch'))
+    server = TyrantProcess(dbpath, ttserver=False, ulog=str(tmpdir.join('ulog')), sid=1)
+    with server:
+        client = pytyrant.PyTyrant.open(server.host, server.port)
+        client['k'] = 'v'
+        client.t.sock.close()
+        first_pid = server.pid
+        server.kill()                                  # kill -9: nothing synced
+        assert not server.running
+        server.start()
+        assert server.pid != first_pid
+        client = pytyrant.PyTyrant.open(server.host, server.port)
+        assert client['k'] == 'v'
+        client['after'] = 'restart'
+        client.t.sock.close()
+    assert len(os.listdir(str(tmpdir.join('ulog')))) == 1

@@ -17,6 +17,7 @@ import pytest
 
 from pylons_tcjson_template.devtyrant.launcher import TyrantProcess
 from pylons_tcjson_template.devtyrant.protocol import recv_exactly, request_bytes
+from test_devtyrant_transcripts import exchange
 
 REFERENCE = os.path.join(os.path.dirname(__file__), 'data', 'tyrant-1.1.41-replication.txt')
 IO_TIMEOUT = 5.0
@@ -109,18 +110,12 @@ def peers(tmpdir):
 def call(server, data, answer_size=None):
     """Send request bytes on a fresh connection; the whole answer (read to
     the end after a half-close) or exactly `answer_size` bytes."""
+    if answer_size is None:
+        return exchange(server, data)
     sock = socket.create_connection((server.host, server.port), IO_TIMEOUT)
     try:
         sock.sendall(data)
-        if answer_size is not None:
-            return recv_exactly(sock, answer_size)
-        sock.shutdown(socket.SHUT_WR)
-        chunks = []
-        while True:
-            chunk = sock.recv(65536)
-            if not chunk:
-                return b''.join(chunks)
-            chunks.append(chunk)
+        return recv_exactly(sock, answer_size)
     finally:
         sock.close()
 

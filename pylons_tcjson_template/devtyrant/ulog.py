@@ -292,8 +292,13 @@ def _clamp64(value):
     return int(value)
 
 
+_HEADS = dict((name, bytes(bytearray([protocol.MAGIC, code])))
+              for code, name in protocol.COMMANDS.items())
+_TWO_SIZES = struct.Struct('>II')
+
+
 def _head(command):
-    return bytes(bytearray([protocol.MAGIC, protocol.CODES[command]]))
+    return _HEADS[command]
 
 
 def _sized(data):
@@ -301,8 +306,10 @@ def _sized(data):
 
 
 def _body_kv(command):
+    head = _head(command)
+
     def body(key, value):
-        return _head(command) + _U32.pack(len(key)) + _U32.pack(len(value)) + key + value
+        return head + _TWO_SIZES.pack(len(key), len(value)) + key + value
     return body
 
 
