@@ -165,7 +165,7 @@ def test_the_503_page_shows_no_internals(production, tmpdir):
             tyrant.start()
     assert status == 503, body
     assert 'Sessions are unavailable' in body
-    host, port = tyrant.url.split(':')
+    port = tyrant.url.rsplit(':', 1)[1]
     for internal in (tyrant.url, port, 'paster', 'development.ini', 'Errno',
                      'refused'):
         assert internal not in body, internal
