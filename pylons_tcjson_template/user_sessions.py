@@ -58,8 +58,9 @@ read the index before the append and wrote it after, then either the
 sign-in's ``get lock`` came before the unlock (it sees the lock) or after
 it, and then its second ``get mark`` came after the mark was changed and
 its first one before (the mark changes after the write, the write comes
-after the append): either way the sign-in sees it, waits for the lock to
-go, reads the index and appends again if its line is missing.
+after the append).  Either way the sign-in notices, takes the lock itself
+(so it waits for the rewrite to finish) with a read of the index, and
+appends its line again under the lock if the rewrite dropped it.
 
 Revoking deletes each record under its session lock, as TyrantSession's
 ``delete()`` does: the lock (``putkeep``) first, then the record and the
@@ -208,44 +209,27 @@ class _Index(object):
         self.io_timeout = store.io_timeout
 
     def append(self, line, session_id):
-        """putcat `line`; if a rewrite overlapped, make sure it is there
-        (module docstring, "Concurrency")."""
-        deadline = time.time() + self.io_timeout
-        while True:
-            mark_before, _, lock, mark_after = self.pool.pipeline(
-                ('get', self.mark_key), ('putcat', self.key, line),
-                ('get', self.lock_key), ('get', self.mark_key))
-            if _value(lock) is None and _value(mark_before) == _value(mark_after):
-                return
-            self._wait_for_rewrite(deadline)
-            if session_id in self.session_ids():
-                return
-
-    def _wait_for_rewrite(self, deadline):
-        pause = 0.001
-        while True:
-            try:
-                self.pool.request('get', self.lock_key)
-            except pytyrant.TyrantError:
-                return                                  # unlocked
-            if tcjson._clear_if_dead(self.pool, self.lock_key):
-                return
-            now = time.time()
-            if now >= deadline:
-                raise TyrantUnavailable(self.pool.url, 'a user index stayed locked for '
-                                        'io_timeout=%gs' % self.io_timeout)
-            time.sleep(min(pause, deadline - now))
-            pause = min(pause * 2, 0.05)
+        """putcat `line`: one round trip.  If a rewrite overlapped (module
+        docstring, "Concurrency"), take the rewrite lock, which waits for
+        that rewrite to finish, and append the line again under it if the
+        rewrite dropped it."""
+        mark_before, _, lock, mark_after = self.pool.pipeline(
+            ('get', self.mark_key), ('putcat', self.key, line),
+            ('get', self.lock_key), ('get', self.mark_key))
+        if _value(lock) is None and _value(mark_before) == _value(mark_after):
+            return
+        lock, raw = self.begin_rewrite()
+        if any(entry is not None and entry['id'] == session_id
+               for entry in map(_parse_entry, _index_lines(raw))):
+            lock.release()
+        else:
+            lock.release_with(('putcat', self.key, line))
 
     def read(self):
         try:
             return self.pool.request('get', self.key)
         except pytyrant.TyrantError:
             return None
-
-    def session_ids(self):
-        return set(entry['id'] for entry in map(_parse_entry, _index_lines(self.read()))
-                   if entry is not None)
 
     def begin_rewrite(self):
         """Take the lock and read the index in one round trip: (lock, the
