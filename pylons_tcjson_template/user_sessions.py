@@ -78,10 +78,15 @@ Several servers (tyrant.py): an index lives where its key hashes, a session
 where its id hashes (as TyrantSession puts it); reading and revoking send
 one pipeline per server.
 
-Costs, in round trips: sign-in one (plus regenerate_id's two when the
-session was stored, and the record's put when the response starts);
-listing three (the index; the records' sizes and the records, per server),
-two more when it drops entries; revoking two more per server.
+Costs, in round trips, whatever the number of sessions (until a pipeline
+of PIPELINE_SESSIONS or a read of PURGE_READ_BYTES is full): sign-in one
+(plus the two of regenerate_id() when the session was stored, and the
+record's put when the response starts); listing three (the index; per
+server, the records' sizes and the records), three more when it drops
+entries (the sizes of the missing records; the rewrite's lock and read,
+its write and unlock); revoking, listing's reads, two per server (locks;
+records and locks out) and the rewrite.  bench/user_sessions.py measures
+them.
 """
 from __future__ import absolute_import
 
@@ -251,12 +256,8 @@ class _Index(object):
         Returns (entries dropped, whether the index was deleted)."""
         lock, raw = self.begin_rewrite()
         lines = _index_lines(raw)
-        try:
-            kept = [line for line in lines
-                    if (_parse_entry(line) or {}).get('id') not in session_ids]
-        except BaseException:
-            lock.release()
-            raise
+        kept = [line for line in lines
+                if (_parse_entry(line) or {}).get('id') not in session_ids]
         if raw is None or (lines and len(kept) == len(lines)):
             lock.release()                      # gone meanwhile, or nothing to drop
             return 0, False
@@ -304,8 +305,11 @@ class UserSessions(object):
     # -- signing in
     def add(self, user_id, session_id, detail=None, now=None):
         """Append a sign-in of `session_id` to the user's index: one round trip."""
-        line = _entry_line(_bytes(session_id), time.time() if now is None else now, detail)
-        self.index(user_id).append(line, _bytes(session_id))
+        session_id = _bytes(session_id)
+        if not _SESSION_ID.match(session_id):
+            raise ValueError('session id %r: expected letters, digits, _ and -' % session_id)
+        line = _entry_line(session_id, time.time() if now is None else now, detail)
+        self.index(user_id).append(line, session_id)
 
     # -- reading
     def read_records(self, session_ids):
@@ -367,7 +371,10 @@ class UserSessions(object):
     def revoke(self, user_id, choose=None, now=None):
         """Sign the user out of the live sessions whose SessionInfo
         `choose` accepts (None: all of them): each record is deleted under
-        its session lock.  Returns the SessionInfo of those removed."""
+        its session lock.  Returns the SessionInfo of those removed.  The
+        sessions are chosen from their records as read just before; only
+        application code that sets ``user`` without sign_in (which always
+        changes the id) could give one to another user in between."""
         now = time.time() if now is None else now
         index = self.index(user_id)
         live, dead = self._look(index, user_id, now)
