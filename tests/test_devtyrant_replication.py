@@ -12,6 +12,7 @@ Replication has about a second of delay on purpose (a slave tries its
 master once a second; a master sends its backlog after waiting up to a
 second for a new write), so tests poll with deadlines instead of sleeping.
 """
+import os
 import re
 import struct
 import threading
@@ -27,6 +28,7 @@ from test_devtyrant_replication_support import (
     FakeMaster, FakeSlave, addint, peers, get, out, put, reference_section, rnum,
     server_log, setmst, start_server, stat, stat_pairs, ulog_records, unhex, wait_until)
 
+TRANSCRIPTS = os.path.join(os.path.dirname(__file__), 'data', 'tyrant-1.1.41-transcripts.txt')
 CATCH_UP = 6.0           # the reference: 2.05 s after a (re)start; generous for a busy CI
 
 
@@ -414,3 +416,27 @@ def test_a_silent_master_is_given_up_and_nops_keep_it_alive(tmpdir, monkeypatch)
         thread.join(5)
         server.close()
         fake.close()
+
+
+def test_stat_lines_come_in_ttservers_order(peers):
+    # The recorded stat (transcripts file) up to where it was cut off, then
+    # the order of 1.1.41's do_stat: every command's count, cnt_repl after
+    # cnt_misc, and the three miss counts last.
+    with open(TRANSCRIPTS) as transcripts:
+        lines = transcripts.read().splitlines()
+    shown = lines[[n for n, l in enumerate(lines) if l.startswith('stat (c888) RSP')][0] + 1]
+    recorded = [field.strip().split('\t')[0] for field in shown.split('|')][:-1]
+    assert recorded[:2] == ['version', 'libver'] and recorded[-1] == 'cnt_iternext'
+    master = peers.start('m', ulog='ulog', sid=1)
+    slave = FakeSlave(master, ts=1, sid=2)
+    assert slave.read(4) == b'\x00\x00\x00\x01'
+    names = [name for name, _ in stat_pairs(master)]
+    ours = [name for name in names if name in recorded]
+    assert ours == [name for name in recorded if name in names]
+    assert len(ours) >= len(recorded) - 3                     # all but fd, loadavg... at most
+    counts = [name for name in names if name.startswith('cnt_')]
+    assert counts[counts.index('cnt_misc') + 1:] == [
+        'cnt_repl', 'cnt_put_miss', 'cnt_out_miss', 'cnt_get_miss']
+    assert 'mhost' not in names and dict(stat_pairs(master))['sid'] == '1'
+    assert dict(stat_pairs(master))['cnt_repl'] == '1'
+    slave.close()

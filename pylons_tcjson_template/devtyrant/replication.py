@@ -29,7 +29,7 @@ import time
 
 from . import ulog
 
-NOP = b'\xca'
+NOP = bytes(bytearray([ulog.NOP_MAGIC]))
 WIRE_HEADER = struct.Struct('>BQII')      # magic, ts, origin sid, size
 REQUEST = struct.Struct('>BBQI')          # c8 a0 ts sid
 _U32 = struct.Struct('>I')
@@ -297,7 +297,7 @@ class MasterLink(object):
         end = len(buf)
         while pos < end and self.sock is not None:
             magic = buf[pos]
-            if magic == 0xCA:
+            if magic == ulog.NOP_MAGIC:
                 pos += 1
                 continue
             if magic != ulog.RECORD_MAGIC:

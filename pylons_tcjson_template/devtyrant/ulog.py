@@ -119,7 +119,9 @@ class UpdateLog(object):
         if self.fd is None:
             self._open(self.number)
         record = pack_record(ts, sid, mid, body)
-        os.write(self.fd, record)
+        written = 0
+        while written < len(record):        # os.write may stop short (a signal, a full disk)
+            written += os.write(self.fd, record[written:])
         self.size += len(record)
         if self.size >= self.limit:
             os.close(self.fd)
