@@ -143,12 +143,13 @@ def measure(size, repeat):
         pool.request('misc', 'outlist', 0, [store.record_key(i) for i in gone])
         trips, micros, listed = once(lambda: store.sessions(USER, now=time.time() + 120))
         assert len(listed) == signed_in - len(gone)
-        rows.append(('listing that drops %d gone entries' % len(gone), trips, micros, 1))
+        rows.append(('listing of %d that drops %d gone entries' % (signed_in, len(gone)),
+                     trips, micros, 1))
 
         keep = session.id                          # signed in above, still live
         trips, micros, removed = once(lambda: store.revoke(USER, lambda i: i.id != keep))
         assert [info.id for info in store.sessions(USER)] == [keep]
-        rows.append(('revoke all but one (%d sessions)' % len(removed), trips, micros, 1))
+        rows.append(('revoke all %d but one' % (len(removed) + 1), trips, micros, 1))
         return rows
 
 
