@@ -469,7 +469,10 @@ def _bytes(text):
 RING_POINTS = 160           # points per shard on the hash ring
 PROBE_INTERVAL = 1.0        # seconds between two looks at a member known to be down
 CATCH_UP_LIMIT = 30.0       # seconds a returning member may take to catch up
-CATCH_UP_POLL = 0.02        # seconds between two reads of a catch-up marker
+CATCH_UP_POLL = 0.001       # first pause between two reads of a marker (doubling)
+# Seconds a handover (requests for the returning member's keys held) may
+# wait for the last marker; replication takes milliseconds.
+HANDOVER_LIMIT = 1.0
 # One marker record per (application host, process, member written on),
 # removed again once seen; outside every Beaker prefix.
 CATCH_UP_KEY = 'tcjson:catch-up:%s:%d:%s'
@@ -602,6 +605,9 @@ class DualMasterPair(object):
         self._behind = [False, False]
         self._reasons = [None, None]
         self._state = threading.Lock()
+        self._detours = [0, 0]        # by preferred member: requests on its partner now
+        self._detours_done = threading.Condition(self._state)
+        self._handover = [None, None]     # an Event while a member takes its keys back
         self._watcher_pid = None      # the process whose watcher thread runs
         self._scan_member = None      # where the last iterinit went
 
@@ -640,8 +646,21 @@ class DualMasterPair(object):
         other: with `send` again if the request never left, else with
         `resend` (None: its outcome is unknown and it cannot be repeated,
         so the failure is raised)."""
+        down = self._down
+        if not (down[0] or down[1]):
+            return self._in_turn(_BOTH_UP_ORDER[preferred], send, resend)
+        order, detour = self._degraded_order(preferred)
+        try:
+            return self._in_turn(order, send, resend)
+        finally:
+            if detour:
+                with self._state:
+                    self._detours[preferred] -= 1
+                    self._detours_done.notify_all()
+
+    def _in_turn(self, order, send, resend):
         failures = []
-        for index in self._order(preferred):
+        for index in order:
             try:
                 return send(self.members[index])
             except TyrantUnavailable as exc:
@@ -653,12 +672,23 @@ class DualMasterPair(object):
                     send = resend
         raise self._unavailable(failures)
 
-    def _order(self, preferred):
-        down = self._down
-        if not (down[0] or down[1]):
-            return _BOTH_UP_ORDER[preferred]
+    def _degraded_order(self, preferred):
+        """The members up, preferred first, while one is down; and whether
+        the request is a detour (its preferred member is down), counted so
+        that a returning member can wait for the detours to end.  While the
+        preferred member takes its keys back, wait for the handover."""
         self._keep_watching()
-        return tuple(index for index in (preferred, 1 - preferred) if not down[index])
+        while True:
+            with self._state:
+                handover = self._handover[preferred]
+                if handover is None:
+                    order = tuple(index for index in (preferred, 1 - preferred)
+                                  if not self._down[index])
+                    detour = order[:1] != (preferred,) and bool(order)
+                    if detour:
+                        self._detours[preferred] += 1
+                    return order, detour
+            handover.wait()
 
     def _start_scan(self, pool):
         """iterinit: Tyrant's iterator lives in one server, so next_keys must
@@ -707,6 +737,24 @@ class DualMasterPair(object):
         log.warning('Tokyo Tyrant %s of pair %s is back and has its keys again',
                     self.members[index].url, self.name)
 
+    def _hand_back(self, index):
+        """Give member `index` its keys back without a stale read: hold new
+        requests for them, let those still on the partner finish, and wait
+        until a marker written on the partner after them has arrived."""
+        with self._state:
+            self._handover[index] = threading.Event()
+            deadline = time.time() + self.members[index].connect_timeout + \
+                self.members[index].io_timeout
+            while self._detours[index] and time.time() < deadline:
+                self._detours_done.wait(deadline - time.time())
+        try:
+            if self._markers_arrive([1 - index], HANDOVER_LIMIT):
+                self._restore(index)
+        finally:
+            with self._state:
+                held, self._handover[index] = self._handover[index], None
+            held.set()
+
     def _start_watcher(self):
         """With self._state held: a watcher thread for this process."""
         if self._watcher_pid == os.getpid():
@@ -743,36 +791,38 @@ class DualMasterPair(object):
             self.members[index].request('rnum')
         except TyrantUnavailable:
             return                                  # still down
-        if self._behind[index]:
-            if self._down[1 - index] or not self._caught_up(index):
-                return
-        self._restore(index)
-
-    def _caught_up(self, index):
-        """Whether member `index` and its partner have each applied what
-        the other logged: a marker written on each must appear on the
-        other.  Replication applies records in log order, so a marker that
-        arrived brings everything logged before it."""
         partner = 1 - index
+        if not self._behind[index]:
+            self._restore(index)                    # nothing to catch up with
+        elif not self._down[partner] and self._markers_arrive([index, partner],
+                                                             CATCH_UP_LIMIT):
+            self._hand_back(index)
+
+    def _markers_arrive(self, sources, limit):
+        """Write a marker on each member in `sources`; whether each has
+        reached the other member within `limit` seconds.  Replication
+        applies records in log order, so a marker that arrived brings
+        everything logged before it."""
         token = uuid.uuid4().hex
         written = [(where, CATCH_UP_KEY % (_HOST, os.getpid(), self.members[where].url))
-                   for where in (index, partner)]
+                   for where in sources]
         try:
             for where, key in written:
                 self.members[where].request('put', key, token)
             waiting = [(1 - where, key) for where, key in written]
-            deadline = time.time() + CATCH_UP_LIMIT
+            deadline, pause = time.time() + limit, CATCH_UP_POLL
             while waiting:
                 waiting = [(where, key) for where, key in waiting
                            if self._read(where, key) != token]
                 if waiting and time.time() > deadline:
-                    log.warning('tyrant: %s has not caught up with %s within %d s; does '
-                                'each replicate from the other (-mhost, -mport, -ulog)?',
-                                self.members[index].url, self.members[partner].url,
-                                CATCH_UP_LIMIT)
+                    log.warning('tyrant: a write on %s has not reached %s within %g s; does '
+                                'each replicate from the other (-ulog, -mhost, -mport)?',
+                                self.members[1 - waiting[0][0]].url,
+                                self.members[waiting[0][0]].url, limit)
                     return False
                 if waiting:
-                    time.sleep(CATCH_UP_POLL)
+                    time.sleep(pause)
+                    pause = min(pause * 2, 0.05)
             for where, key in written:
                 self.members[where].request('out', key)
         except (TyrantUnavailable, pytyrant.TyrantError):
