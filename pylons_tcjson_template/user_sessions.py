@@ -85,8 +85,8 @@ record's put when the response starts); listing three (the index; per
 server, the records' sizes and the records), three more when it drops
 entries (the sizes of the missing records; the rewrite's lock and read,
 its write and unlock); revoking, listing's reads, two per server (locks;
-records and locks out) and the rewrite.  bench/user_sessions.py measures
-them.
+records and locks out) and the rewrite.  The template's
+bench/user_sessions.py measures them (bench/RESULTS-user-sessions.md).
 """
 from __future__ import absolute_import
 
