@@ -214,15 +214,21 @@ def test_slave_asks_applies_logs_and_remembers_as_recorded(tmpdir, peers):
         fake.close()
 
 
-def test_slave_resumes_from_an_rts_file_it_finds(tmpdir, peers):
+def test_slave_resumes_from_an_rts_file_it_finds_or_setmst_gives(tmpdir, peers):
     # "reconnect, .rts=1234567890123456  c8a0 000462d53c8abac1 00000002"
     tmpdir.join('s.rts').write_binary(b'1234567890123456\n')
     fake = FakeMaster()
     try:
-        peers.start('s', sid=2, mhost='127.0.0.1', mport=fake.port, rts='s.rts')
+        slave = peers.start('s', sid=2, mhost='127.0.0.1', mport=fake.port, rts='s.rts')
         sock, request = fake.accept()
         assert request == unhex('c8a0 000462d53c8abac1 00000002')
+        # setmst with a TS replaces the .rts file: the next request asks from TS + 1.
+        assert setmst(slave, '127.0.0.1', fake.port, ts=5) == b'\x00'
+        again, request = fake.accept()
+        assert request == unhex('c8a0 0000000000000006 00000002')
+        assert tmpdir.join('s.rts').read_binary() == b'5\n'
         sock.close()
+        again.close()
     finally:
         fake.close()
 
@@ -440,3 +446,27 @@ def test_stat_lines_come_in_ttservers_order(peers):
     assert 'mhost' not in names and dict(stat_pairs(master))['sid'] == '1'
     assert dict(stat_pairs(master))['cnt_repl'] == '1'
     slave.close()
+
+
+def test_ring_of_three(tmpdir, peers):
+    # A pulls from C, B from A, C from B: every server gets every write, and
+    # each write is logged once on each (the origin SID stops a record one
+    # hop before it would come home): A 1:0, 3:3, 2:3; B 1:1, 2:0, 3:1; C 3:0, 1:2, 2:2.
+    ports = dict((name, free_port()) for name in 'abc')
+    follows = {'a': 'c', 'b': 'a', 'c': 'b'}
+    servers = {}
+    for sid, name in enumerate('abc', 1):
+        servers[name] = peers.start(name, port=ports[name], ulog=name + 'ulog', sid=sid,
+                                    mhost='127.0.0.1', mport=ports[follows[name]],
+                                    rts=name + '.rts')
+    for name in 'acb':
+        put(servers[name], b'from-' + name.encode('ascii'), b'1')
+    for name in 'abc':
+        assert wait_until(lambda: rnum(servers[name]) == 3, CATCH_UP), name
+    time.sleep(0.3)                          # anything that would bounce has bounced by now
+    origins = {}
+    for name in 'abc':
+        records = ulog_records(str(tmpdir.join(name + 'ulog')))
+        origins[name] = sorted((r['sid'], r['mid']) for r in records)
+    assert origins == {'a': [(1, 0), (2, 3), (3, 3)], 'b': [(1, 1), (2, 0), (3, 1)],
+                       'c': [(1, 2), (2, 2), (3, 0)]}
