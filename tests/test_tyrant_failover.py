@@ -9,7 +9,11 @@ front of a member that passes requests on but never delivers the answer
 project from a pair under 16 clients while the members fail in turn.
 """
 import json
+import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -19,8 +23,9 @@ import pytyrant
 
 from pair_support import DualMaster, raw_get, raw_put, wait_for_value
 from pylons_tcjson_template import tyrant
+from pylons_tcjson_template.devtyrant.launcher import end_process, free_port
 from test_faults_support import Load, make_project, put_ini_value
-from test_template_support import Served
+from test_template_support import PASTER, Served, wait_for_port
 
 CONNECT_TIMEOUT, IO_TIMEOUT = 0.5, 1.0
 # A restarted member asks for its partner's log ~2 s after it reconnects;
@@ -302,26 +307,56 @@ def test_a_served_project_loses_nothing_while_members_fail_in_turn(project, tmpd
                        for _, _, began, _ in faults), (entry, faults)
         assert len(failed) <= CLIENTS * len(faults)
 
-        problems = []
+        # No session lost, counters exact: each visitor's pages count 1, 2,
+        # 3... one more each time, except after a failed request (which
+        # may or may not have incremented).
+        skipped = []
         for visitor in load.visitors:
-            ok = [entry for entry in visitor.log if entry[2] == 200]
-            for before, after in zip(ok, ok[1:]):
-                if after[3] != before[3] + 1:
-                    problems.append((visitor.index, before[3], after[3],
-                                     [round(after[0] - began, 3) for _, _, began, _ in faults]))
-        print('faults', [(kind, member, round(back - began, 2)) for kind, member, began, back in faults])
-        print('problems', problems)
+            for before, after in zip(visitor.log, visitor.log[1:]):
+                if before[2] == 200 and after[2] == 200 and after[3] != before[3] + 1:
+                    skipped.append((visitor.index, before[3], after[3],
+                                    [round(after[0] - began, 3) for _, _, began, _ in faults]))
+        assert not skipped, (skipped, faults)
         for visitor in load.visitors:
             seen = [entry[3] for entry in visitor.log if entry[2] == 200]
-            # No session lost: one counter from 1, each page one more than
-            # the one before, except where a failed request incremented.
-            assert seen[0] == 1 and seen == sorted(set(seen)), (visitor.index, seen)
-            assert seen[-1] - len(seen) <= visitor.failed, (visitor.index, seen)
-            records = [stored_record(member.port, visitor.record_key)
-                       for member in pair.members]
+            assert seen[0] == 1 and seen[-1] - len(seen) <= visitor.failed, \
+                (visitor.index, seen[0], seen[-1], len(seen), visitor.failed)
+            records = [stored_record(server.port, visitor.record_key)
+                       for server in pair.members]
             # Writes made during the outages are on both members.
             assert records[0] == records[1], (visitor.index, records)
             assert records[0]['visits'] == seen[-1], (visitor.index, records, seen[-1])
     finally:
         served.stop()
         pair.stop()
+
+
+def test_paster_tyrant_starts_the_pair_of_the_ini_file(project, tmpdir):
+    ports = free_port(), free_port()
+    url = '127.0.0.1:%d|127.0.0.1:%d' % ports
+    put_ini_value(project.ini, 'app:main', 'beaker.session.url', url)
+    log = str(tmpdir.join('paster-tyrant.log'))
+    with open(log, 'ab') as out:
+        process = subprocess.Popen([sys.executable, PASTER, 'tyrant', 'development.ini'],
+                                   cwd=project.directory, env=project.env,
+                                   stdout=out, stderr=subprocess.STDOUT)
+    try:
+        for port in ports:
+            assert wait_for_port(port, process, 30), open(log).read()
+        pair = tyrant.get_servers(url, CONNECT_TIMEOUT, IO_TIMEOUT)
+        for index, port in enumerate(ports):
+            key = keys_preferring(pair, index, 1)[0]
+            pair.for_key(key).request('put', key, 'from %d' % index)
+            assert wait_for_value(ports[1 - index], key, 'from %d' % index, 10.0), \
+                open(log).read()
+    finally:
+        assert end_process(process, signal.SIGINT, timeout=15) == 0, open(log).read()
+    output = open(log).read()
+    data = os.path.join(project.directory, 'data', 'tyrant')
+    for port in ports:
+        home = os.path.join(data, '127.0.0.1-%d' % port)
+        assert os.path.isfile(os.path.join(home, 'sessions.tch'))
+        assert os.listdir(os.path.join(home, 'ulog'))
+        assert os.path.isfile(os.path.join(home, 'replication.rts'))
+        assert 'started as: ' in output and '-mport %d' % port in output
+        assert not wait_for_port(port, timeout=0.2)
