@@ -76,7 +76,10 @@ not see that session: it signed in after the revocation.
 
 Several servers (tyrant.py): an index lives where its key hashes, a session
 where its id hashes (as TyrantSession puts it); reading and revoking send
-one pipeline per server.
+one pipeline per server.  On a dual-master pair everything fails over like
+the sessions themselves, except that an append whose answer was lost is
+not sent again (putcat cannot be repeated safely): that sign-in fails with
+TyrantUnavailable and the user signs in again.
 
 Costs, in round trips, whatever the number of sessions (until a pipeline
 of PIPELINE_SESSIONS or a read of PURGE_READ_BYTES is full): sign-in one

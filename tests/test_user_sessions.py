@@ -435,3 +435,23 @@ def test_revoking_reaches_sessions_on_every_shard(tyrant_factory):
                                                            for n in range(2)]
     for revoked in browsers:
         assert revoked.get('/visit').json['user'] is None
+
+
+def test_listing_and_revoking_go_on_when_a_member_of_a_pair_is_down(tmpdir):
+    """Each key is written on its preferred member of the pair; with member
+    0 stopped, everything is read, deleted and rewritten on member 1."""
+    from pair_support import DualMaster, raw_get, wait_for_value
+    with DualMaster(tmpdir) as pair:
+        pair.wait_replicating()
+        app = user_app(pair.url)
+        browsers, ids = signed_in(app, 'alice', 6)
+        first, second = [member.port for member in pair.members]
+        for key in [record_key(session_id) for session_id in ids] + ['beaker:user:alice']:
+            assert wait_for_value(second, key, raw_get(first, key) or raw_get(second, key), 5)
+        pair.members[0].stop()
+        store = UserSessions.from_config(pair.url)
+        assert sorted(info.id for info in store.sessions('alice')) == sorted(ids)
+        assert len(store.revoke('alice')) == 6
+        assert [raw_get(second, record_key(session_id)) for session_id in ids] == [None] * 6
+        for revoked in browsers:
+            assert revoked.get('/visit').json['user'] is None
