@@ -5,6 +5,11 @@ In the login action, after checking the password::
 
     user_sessions.sign_in(session, user_id, detail={'agent': request.user_agent})
 
+for any other change of a signed-in session's id, instead of
+``session.regenerate_id()`` (the index must learn the new id)::
+
+    user_sessions.regenerate_id(session, detail={'agent': request.user_agent})
+
 and in the pages that manage a user's sessions::
 
     user_sessions.list_sessions(session)        # SessionInfo of each, this one marked
@@ -515,6 +520,17 @@ def sign_in(session, user_id, detail=None):
     store.add(user_id, session.id, detail)
     session[USER_KEY] = user_id
     session.save()
+
+
+def regenerate_id(session, detail=None):
+    """``session.regenerate_id()`` for a session that may be signed in:
+    the new id goes into the user's index too (with `detail`), or listing
+    and revoking would no longer see this session.  Change the id of a
+    signed-in session only this way (sign_in does it itself)."""
+    session.regenerate_id()
+    user_id = signed_in_user(session)
+    if user_id is not None:
+        UserSessions.of_session(session).add(user_id, session.id, detail)
 
 
 def list_sessions(session):

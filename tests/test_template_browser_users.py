@@ -62,8 +62,14 @@ def test_sign_out_another_browser_from_this_one(site, tmpdir):
             assert browser.text('#user') == 'alice'
         phone_id = phone.text('#session-id')
 
-        # The laptop lists both; it is the one marked.
+        # A new id for the signed-in laptop: the index learns it.
         laptop.navigate(site.url + '/session')
+        laptop_id = laptop.text('#session-id')
+        laptop.click_and_wait('#regenerate')
+        assert laptop.text('#session-id') != laptop_id
+        assert laptop.text('#index-raw').count(laptop.text('#session-id')) == 1
+
+        # The laptop lists both; it is the one marked.
         assert laptop.js('document.querySelectorAll("#sessions tbody tr").length') == 2
         assert laptop.js('document.querySelectorAll("#sessions tr.current").length') == 1
         assert '(this browser)' in laptop.text('#sessions tr.current')

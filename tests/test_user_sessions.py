@@ -455,3 +455,17 @@ def test_listing_and_revoking_go_on_when_a_member_of_a_pair_is_down(tmpdir):
         assert [raw_get(second, record_key(session_id)) for session_id in ids] == [None] * 6
         for revoked in browsers:
             assert revoked.get('/visit').json['user'] is None
+
+
+def test_a_new_id_for_a_signed_in_session_is_added_to_the_index(tyrant):
+    app = user_app(tyrant.url)
+    (alice,), (old_id,) = signed_in(app, 'alice', 1)
+    session = tyrant_session(tyrant, old_id)
+    user_sessions.regenerate_id(session, {'agent': 'same browser'})
+    session.save()
+    store = UserSessions.from_config(tyrant.url)
+    listed = store.sessions('alice', now=time.time() + LATER)
+    assert [(info.id, info.detail) for info in listed] == [(session.id,
+                                                             {'agent': 'same browser'})]
+    assert len(store.revoke('alice')) == 1
+    assert raw(tyrant, record_key(session.id)) is None
