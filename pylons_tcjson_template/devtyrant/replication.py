@@ -71,11 +71,12 @@ class Feed(object):
     within milliseconds, and a nop every 1-2 s.
     """
 
-    def __init__(self, reader, slave_sid, send, backlog, now):
+    def __init__(self, reader, slave_sid, send, backlog, drop, now):
         self.reader = reader
         self.slave_sid = slave_sid
         self.send = send            # queue bytes for the slave
         self.backlog = backlog      # bytes queued and not yet sent
+        self.drop = drop            # close the slave's connection
         self.noptime = 0.0
         self.woken = False
         self.reading = False
@@ -242,7 +243,16 @@ class MasterLink(object):
         self.loop.watch(sock.fileno(), self.on_event, writable=True)
 
     def on_event(self, readable, writable, error):
+        """Socket events, from the server's loop.  A bug met here ends this
+        connection (and is reported), never the server."""
         now = time.time()
+        try:
+            self._on_event(now)
+        except Exception as exc:
+            self._end('internal error in replication, connection dropped: %s: %s'
+                      % (type(exc).__name__, exc), now)
+
+    def _on_event(self, now):
         if self.state == 'connecting':
             self._connected(now)
             return
@@ -398,10 +408,12 @@ class Replication(object):
         for feed in self.feeds:
             feed.wake()
 
-    def open_feed(self, ts, slave_sid, send, backlog):
+    def open_feed(self, ts, slave_sid, send, backlog, drop):
         """Answer a slave's request.  Sends the greeting through `send` and
         returns the feed, or None when the connection must be closed once
-        what was sent is out (nothing at all for a refused request)."""
+        what was sent is out (nothing at all for a refused request).
+        `backlog()` tells how many bytes wait for the slave, `drop()`
+        closes its connection."""
         self.dispatcher.counts['repl'] += 1
         if ts < 1 or slave_sid < 1:
             log('do_repl: invalid parameters')
@@ -414,7 +426,7 @@ class Replication(object):
             log('do_repl: no update log (start with -ulog DIR -sid N)')
             return None
         reader = ulog.LogReader(self.update_log.directory, ts)
-        feed = Feed(reader, slave_sid, send, backlog, time.time())
+        feed = Feed(reader, slave_sid, send, backlog, drop, time.time())
         self.feeds.append(feed)
         log('replicating to sid=%d after %d' % (slave_sid, ts - 1))
         return feed
@@ -434,8 +446,15 @@ class Replication(object):
         return min(times) if times else None
 
     def run(self, now):
+        """Do what is due.  A bug met by one feed drops that slave's
+        connection (reported), not the server."""
         for feed in list(self.feeds):
-            feed.run(now)
+            try:
+                feed.run(now)
+            except Exception as exc:
+                log('internal error in replication to sid=%d, connection dropped: %s: %s'
+                    % (feed.slave_sid, type(exc).__name__, exc))
+                feed.drop()
         self.master.run(now)
 
     def stat_pairs(self, now):

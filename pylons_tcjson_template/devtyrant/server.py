@@ -162,15 +162,9 @@ class TyrantServer(object):
 
     def _notify_watcher(self, fd, mask):
         callback = self.watchers.get(fd)
-        if callback is None:
-            return
-        poller = self.poller
-        try:
+        if callback is not None:
+            poller = self.poller
             callback(bool(mask & poller.IN), bool(mask & poller.OUT), bool(mask & poller.ERR))
-        except Exception as exc:
-            print('tcjson-tyrant: internal error in replication: %s: %s'
-                  % (type(exc).__name__, exc), file=sys.stderr)
-            self.unwatch(fd)
 
     def _serve(self, conn, mask):
         poller = self.poller
@@ -302,7 +296,7 @@ class TyrantServer(object):
         False to close it (after the reply, if any, went out)."""
         conn.feed = self.replication.open_feed(
             ts, slave_sid, send=lambda data: self._send_to_slave(conn, data),
-            backlog=lambda: len(conn.outbuf))
+            backlog=lambda: len(conn.outbuf), drop=lambda: self._close(conn))
         return conn.feed is not None
 
     def _send_to_slave(self, conn, data):
