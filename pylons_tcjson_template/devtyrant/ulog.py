@@ -113,9 +113,10 @@ class UpdateLog(object):
     def write(self, sid, mid, body):
         """Append one record stamped now; returns its timestamp.
 
-        Timestamps never go backwards here (equal ones do occur), so a
-        reader asking for "TS and later" never misses a record."""
-        ts = self.last_ts = max(now_us(), self.last_ts)
+        Timestamps only grow here, by at least a microsecond.  (ttserver
+        can stamp two writes alike; a slave that stopped after the first
+        of them would then resume after both, as it asks for .rts + 1.)"""
+        ts = self.last_ts = max(now_us(), self.last_ts + 1)
         if self.fd is None:
             self._open(self.number)
         record = pack_record(ts, sid, mid, body)
