@@ -42,12 +42,13 @@ is its UTF-8 bytes percent-encoded except ``A-Z a-z 0-9 - . _ ~`` (RFC
 control characters, whatever the id.  Any Tyrant client can read an index
 and split it on ``\\n``.  Lines this module did not write are left alone.
 
-Two more records per user exist only around a rewrite of the index:
-``<prefix>lock:user:<escaped id>``, the rewrite's lock (the session lock's
-format: ``{"tcjson":"lock","owner":...,"_expires":...}``), and
+Two more records per user come with rewrites of the index (see
+"Concurrency"): ``<prefix>lock:user:<escaped id>``, the rewrite's lock
+while it runs (the session lock's format:
+``{"tcjson":"lock","owner":...,"_expires":...}``), and
 ``<prefix>lock:user:<escaped id>:pruned``, a mark each rewrite changes
 (``{"tcjson":"pruned","owner":...,"_expires":<a day later>}``); purge
-deletes both once expired.  Caches must not share the sessions' prefix
+deletes either once expired.  Caches must not share the sessions' prefix
 (a cache namespace ``user`` would be read as an index).
 
 Concurrency
