@@ -64,7 +64,8 @@ read the index before the append and wrote it after, then either the
 sign-in's ``get lock`` came before the unlock (it sees the lock) or after
 it, and then its second ``get mark`` came after the mark was changed and
 its first one before (the mark changes after the write, the write comes
-after the append).  Either way the sign-in notices, takes the lock itself
+after the append; a mark lives a day, so purge cannot remove it between
+two commands of one pipeline).  Either way the sign-in notices, takes the lock itself
 (so it waits for the rewrite to finish) with a read of the index, and
 appends its line again under the lock if the rewrite dropped it.
 
