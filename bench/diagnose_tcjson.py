@@ -21,6 +21,8 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
+import simplejson  # noqa: E402
+
 import inproc  # noqa: E402
 import peers  # noqa: E402
 from pylons_tcjson_template import tcjson  # noqa: E402
@@ -71,6 +73,7 @@ def steps(size, pool, count):
     manager = session.namespace
     record_key, lock_key = manager.record_key('session'), manager.lock_key('session')
     record = pool.request('get', record_key)
+    parsed = simplejson.loads(record)
     lock_value = tcjson._lock_value(0, 'diagnose')
     take_lock = lambda: pool.request('putkeep', lock_key, lock_value)
     drop_lock = lambda: pool.request('out', lock_key)
@@ -91,6 +94,10 @@ def steps(size, pool, count):
         ('load: get round trip (pool)', lambda: pool.request('get', record_key), {}),
         ('load: parse_session_record (parse and check the record)',
          lambda: tcjson.parse_session_record(record, tcjson.MAX_SESSION_SIZE), {}),
+        ('info: simplejson.loads of the record alone (no number hooks, no shape check)',
+         lambda: simplejson.loads(record), {}),
+        ('info: the shape check alone (tcjson._check_shape: depth, value count)',
+         lambda: tcjson._check_shape(parsed), {}),
         ('load: TyrantSession with the id, in all (Beaker Session.__init__, one get, '
          'one parse)', lambda: load(pool.url, session_id), {}),
         ('save: _changes (parse the record as loaded again, compare key by key)',

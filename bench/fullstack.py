@@ -415,6 +415,13 @@ def run(tyrant, connections, seconds, progress, mini=True, rounds=4, peer_urls=N
                          'record back (one more get) and renders Mako, '
                          'and needs ext:tcjson (it calls tcjson.raw_record), '
                          'so it has no memory row.' % VISIT_PATH)
+            notes.append('wrk sends one session cookie on every connection, so at 16 '
+                         'connections up to 16 requests of one session write at once: '
+                         "TyrantSession's writes of one session take turns on its lock, "
+                         'and each try that finds the lock taken (a putkeep + get, then '
+                         'a get of the lock, then a pause of 1 to 50 ms) adds to the '
+                         'commands per request.  Memory sessions do not lock across '
+                         'requests (and lose updates, see 2b).')
         except Unavailable as exc:
             notes.append('generated app: NOT MEASURED: %s' % exc)
             progress('  full stack (generated app) not measured: %s' % exc)

@@ -1,11 +1,11 @@
 """Where tcjson-tyrant spends its time under session traffic (py-spy).
 
-    .venv/bin/python bench/profile_server.py [--size small|large] [--seconds 8]
-        [--py-spy PATH]
+    .venv/bin/python bench/profile_server.py [--size small|large]
+        [--kind read|write|mix] [--seconds 8] [--py-spy PATH]
 
 Starts tcjson-tyrant, attaches ``py-spy record`` (raw collapsed stacks) to
-it, drives it with in-process ext:tcjson session requests (as part 1 of
-run.py) for the given time, and prints the share of samples per function
+it, drives it with in-process ext:tcjson session requests of one kind (as
+part 1 of run.py: tcjson.TyrantSession) for the given time, and prints the share of samples per function
 (self time) and per top-level step of the server loop.  py-spy is not a
 project dependency: install it anywhere (``pip install --target DIR
 py-spy``) and pass its path, or have it on PATH.
@@ -54,6 +54,7 @@ def summarize(raw_path, top=25):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument('--size', default='small', choices=['small', 'large'])
+    parser.add_argument('--kind', default='write', choices=inproc.KINDS)
     parser.add_argument('--seconds', type=float, default=8)
     parser.add_argument('--py-spy', default=peers.which('py-spy') or 'py-spy')
     args = parser.parse_args()
@@ -71,9 +72,10 @@ def main():
         deadline = time.time() + args.seconds
         done = 0
         while time.time() < deadline:
-            done += inproc.measure(backend, args.size, 500, 0)['requests']
+            done += inproc.measure(backend, args.size, args.kind, 500, 0,
+                                   counted=0)['requests']
             backend.cleanup()
-        print('%d %s session requests driven' % (done, args.size))
+        print('%d %s %s session requests driven' % (done, args.size, args.kind))
         spy.wait()
         summarize(raw)
     finally:

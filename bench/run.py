@@ -247,8 +247,10 @@ def parse_args(argv):
                         'default bench/RESULTS.md, none with --quick')
     args = parser.parse_args(argv)
     quick = args.quick
-    args.requests = args.requests or (150 if quick else 1200)
-    args.rounds = args.rounds or (1 if quick else 5)
+    # Many short rounds: the rows take turns more often, so a slow spell
+    # of a shared machine is more likely to hit all of them alike.
+    args.requests = args.requests or (150 if quick else 600)
+    args.rounds = args.rounds or (1 if quick else 10)
     args.warmup = args.warmup if args.warmup is not None else (20 if quick else 200)
     args.counted = args.counted or (20 if quick else 100)
     args.diagnose_count = args.diagnose_count or (300 if quick else 2000)

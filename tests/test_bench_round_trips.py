@@ -4,6 +4,8 @@ sharing one) and bench/inproc.py's request mixes."""
 import os
 import sys
 
+import pytest
+
 from pylons_tcjson_template.tyrant import TyrantPool
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -13,45 +15,41 @@ import inproc  # noqa: E402
 import peers  # noqa: E402
 
 
-def test_each_request_is_a_round_trip_and_the_connect_counts_apart(tyrant):
+@pytest.fixture
+def pool(tyrant):
+    """A pool of its own (no connection open yet) to the test's server."""
     pool = TyrantPool(tyrant.url)
-    try:
-        with peers.RoundTripCounter() as traffic:
-            pool.request('put', 'rt:a', 'one')
-            pool.request('get', 'rt:a')
-        assert (traffic.waits, traffic.connects, traffic.round_trips) == (2, 1, 3)
-    finally:
-        pool.close()
+    yield pool
+    pool.close()
 
 
-def test_pipelined_commands_share_one_round_trip(tyrant):
-    pool = TyrantPool(tyrant.url)
-    try:
-        pool.request('put', 'rt:b', 'two')                   # connected before counting
-        with peers.RoundTripCounter() as traffic:
-            assert pool.pipeline(('putkeep', 'rt:lock', 'x'), ('get', 'rt:b'),
-                                 ('out', 'rt:lock')) == [None, 'two', None]
-        assert (traffic.waits, traffic.connects) == (1, 0)
-        # A large reply comes in several receives: still one round trip.
-        big = 'v' * 300000
-        pool.request('put', 'rt:big', big)
-        with peers.RoundTripCounter() as traffic:
-            assert pool.request('get', 'rt:big') == big
-        assert traffic.waits == 1
-    finally:
-        pool.close()
+def test_each_request_is_a_round_trip_and_the_connect_counts_apart(pool):
+    with peers.RoundTripCounter() as traffic:
+        pool.request('put', 'rt:a', 'one')
+        pool.request('get', 'rt:a')
+    assert (traffic.waits, traffic.connects, traffic.round_trips) == (2, 1, 3)
 
 
-def test_the_counter_stops_counting_when_left(tyrant):
-    pool = TyrantPool(tyrant.url)
-    try:
-        with peers.RoundTripCounter() as traffic:
-            pool.request('put', 'rt:c', 'three')
-        pool.request('get', 'rt:c')
-        assert traffic.waits == 1
-        assert sys.getprofile() is None
-    finally:
-        pool.close()
+def test_pipelined_commands_share_one_round_trip(pool):
+    pool.request('put', 'rt:b', 'two')                       # connected before counting
+    with peers.RoundTripCounter() as traffic:
+        assert pool.pipeline(('putkeep', 'rt:lock', 'x'), ('get', 'rt:b'),
+                             ('out', 'rt:lock')) == [None, 'two', None]
+    assert (traffic.waits, traffic.connects) == (1, 0)
+    # A large reply comes in several receives: still one round trip.
+    big = 'v' * 300000
+    pool.request('put', 'rt:big', big)
+    with peers.RoundTripCounter() as traffic:
+        assert pool.request('get', 'rt:big') == big
+    assert traffic.waits == 1
+
+
+def test_the_counter_stops_counting_when_left(pool):
+    with peers.RoundTripCounter() as traffic:
+        pool.request('put', 'rt:c', 'three')
+    pool.request('get', 'rt:c')
+    assert traffic.waits == 1
+    assert sys.getprofile() is None
 
 
 def test_a_mix_is_nine_reads_then_a_write_and_costs_are_per_block():
