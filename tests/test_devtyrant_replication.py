@@ -25,8 +25,9 @@ from pylons_tcjson_template.devtyrant.launcher import free_port
 from pylons_tcjson_template.devtyrant.server import TyrantServer
 from pylons_tcjson_template.devtyrant.storage import MemoryStore
 from test_devtyrant_replication_support import (
-    FakeMaster, FakeSlave, addint, peers, get, out, put, reference_section, rnum,
-    server_log, setmst, start_server, stat, stat_pairs, ulog_records, unhex, wait_until)
+    FakeMaster, FakeSlave, addint, get, out, put, reference_section, rnum, server_log,
+    setmst, stat, stat_pairs, ulog_records, unhex, wait_until)
+from test_devtyrant_replication_support import peers  # a fixture: noqa
 
 TRANSCRIPTS = os.path.join(os.path.dirname(__file__), 'data', 'tyrant-1.1.41-transcripts.txt')
 CATCH_UP = 6.0           # the reference: 2.05 s after a (re)start; generous for a busy CI

@@ -15,7 +15,8 @@ from pylons_tcjson_template.devtyrant import ulog
 from pylons_tcjson_template.devtyrant.launcher import free_port, wait_for_port
 from pylons_tcjson_template.devtyrant.protocol import request_bytes
 from test_devtyrant_replication_support import (
-    DISK_HEADER, call, disk_record, get, peers, put, reference_section, ulog_records, unhex)
+    DISK_HEADER, call, disk_record, get, put, reference_section, ulog_records, unhex)
+from test_devtyrant_replication_support import peers  # a fixture: noqa
 
 SERVER = [sys.executable, '-m', 'pylons_tcjson_template.devtyrant.server']
 
