@@ -17,6 +17,7 @@ session code uses to take a lock and re-read a record at once.
 from __future__ import absolute_import
 
 import bisect
+import collections
 import errno
 import hashlib
 import logging
@@ -473,6 +474,12 @@ CATCH_UP_POLL = 0.001       # first pause between two reads of a marker (doublin
 # Seconds a handover (requests for the returning member's keys held) may
 # wait for the last marker; replication takes milliseconds.
 HANDOVER_LIMIT = 1.0
+# When a member fails, the writes it answered in the last connect_timeout +
+# io_timeout + JOURNAL_SECONDS (it may have stopped that long before a
+# request noticed; at most JOURNAL_LENGTH requests) are written again on
+# its partner.
+JOURNAL_SECONDS = 0.5
+JOURNAL_LENGTH = 4096
 # One marker record per (application host, process, member written on),
 # removed again once seen; outside every Beaker prefix.
 CATCH_UP_KEY = 'tcjson:catch-up:%s:%d:%s'
@@ -561,6 +568,31 @@ def _pipeline_putkeep_resolved(pool, commands):
     return results
 
 
+# The commands whose answer a fenced key changes (see DualMasterPair).
+_FENCE_AWARE = frozenset(['get', 'vsiz', 'put', 'out', 'putkeep'])
+
+
+def _request_writes(command, args):
+    """[(key, value, None for a delete)] that request() makes, if it can be
+    replayed; None for reads (and putcat and the like, which cannot)."""
+    if command in ('put', 'putkeep'):
+        return [(args[0], args[1])]
+    if command == 'out':
+        return [(args[0], None)]
+    if command == 'misc' and args[0] == 'outlist':
+        return [(key, None) for key in args[2]]
+    if command == 'misc' and args[0] == 'putlist':
+        return zip(args[2][::2], args[2][1::2])
+    return None
+
+
+def _pipeline_writes(commands, results):
+    """What a pipeline wrote: its puts, outs and the putkeeps that took."""
+    return [(command[1], None if command[0] == 'out' else command[2])
+            for command, result in zip(commands, results)
+            if command[0] in ('put', 'out') or (command[0] == 'putkeep' and result is None)]
+
+
 def _putkeep_resolved(pool, key, value):
     result = _pipeline_putkeep_resolved(pool, [('putkeep', key, value)])[0]
     if isinstance(result, pytyrant.TyrantError):
@@ -607,7 +639,11 @@ class DualMasterPair(object):
         self._state = threading.Lock()
         self._detours = [0, 0]        # by preferred member: requests on its partner now
         self._detours_done = threading.Condition(self._state)
-        self._handover = [None, None]     # an Event while a member takes its keys back
+        self._handover = [None, None]     # an Event while a member's keys change hands
+        self._fenced = {}                 # key: (member whose failure fenced it, value)
+        # Per member, (time, [(key, value or None)]) of the writes it answered.
+        self._recent = (collections.deque(maxlen=JOURNAL_LENGTH),
+                        collections.deque(maxlen=JOURNAL_LENGTH))
         self._watcher_pid = None      # the process whose watcher thread runs
         self._scan_member = None      # where the last iterinit went
 
@@ -619,6 +655,24 @@ class DualMasterPair(object):
 
     # -- requests
     def request(self, preferred, command, args):
+        if self._fenced and command in _FENCE_AWARE and args[0] in self._fenced:
+            return self._fenced_request(preferred, command, args)
+        return self._plain_request(preferred, command, args)
+
+    def pipeline(self, preferred, commands):
+        if self._fenced and any(command[1] in self._fenced for command in commands):
+            return [self._answer(preferred, command) for command in commands]
+        return self._plain_pipeline(preferred, commands)
+
+    def _answer(self, preferred, command):
+        """One command of a pipeline on its own: its result, or the
+        server's "no" returned as pipeline() returns it."""
+        try:
+            return self.request(preferred, command[0], command[1:])
+        except pytyrant.TyrantError as exc:
+            return exc
+
+    def _plain_request(self, preferred, command, args):
         if command == 'next_keys':
             return self._continue_scan(args)
         if command == 'iterinit':
@@ -630,47 +684,130 @@ class DualMasterPair(object):
             resend = lambda pool: _putkeep_resolved(pool, *args)
         else:
             resend = send if command in _RESENDABLE else None
-        return self._failover(preferred, send, resend)
+        writes = _request_writes(command, args)
+        return self._failover(preferred, send, resend,
+                              writes and (lambda result: writes))
 
-    def pipeline(self, preferred, commands):
+    def _plain_pipeline(self, preferred, commands):
         def send(pool):
             return pool.pipeline(*commands)
         if all(command[0] in _RESENDABLE or command[0] == 'putkeep' for command in commands):
             resend = lambda pool: _pipeline_putkeep_resolved(pool, commands)
         else:
             resend = None
-        return self._failover(preferred, send, resend)
+        return self._failover(preferred, send, resend,
+                              lambda results: _pipeline_writes(commands, results))
 
-    def _failover(self, preferred, send, resend):
+    def _failover(self, preferred, send, resend, writes=None):
         """send(pool) to the first member that is up; if that fails, to the
         other: with `send` again if the request never left, else with
         `resend` (None: its outcome is unknown and it cannot be repeated,
-        so the failure is raised)."""
+        so the failure is raised).  writes(result): what the request wrote,
+        [(key, value or None)], kept a moment (see _replay_recent)."""
         down = self._down
         if not (down[0] or down[1]):
-            return self._in_turn(_BOTH_UP_ORDER[preferred], send, resend)
+            return self._in_turn(_BOTH_UP_ORDER[preferred], send, resend, writes, preferred)
         order, detour = self._degraded_order(preferred)
         try:
-            return self._in_turn(order, send, resend)
+            return self._in_turn(order, send, resend, writes, preferred)
         finally:
             if detour:
                 with self._state:
                     self._detours[preferred] -= 1
                     self._detours_done.notify_all()
 
-    def _in_turn(self, order, send, resend):
-        failures = []
+    def _in_turn(self, order, send, resend, writes, preferred):
+        failures, unanswered = [], None
         for index in order:
             try:
-                return send(self.members[index])
+                result = send(self.members[index])
+                written = writes and writes(result)
+                if written:
+                    if index == preferred:
+                        # A detour's writes need no replay: they are proven
+                        # replicated before the keys go back (_hand_back).
+                        self._recent[index].append((time.time(), written))
+                    if unanswered is not None:
+                        self._fence(unanswered, written)
+                    elif self._fenced:
+                        self._refresh_fence(written)
+                return result
             except TyrantUnavailable as exc:
                 self._lost(index, exc)
                 failures.append(exc)
                 if getattr(exc, 'sent', True):
                     if resend is None:
                         raise
-                    send = resend
+                    send, unanswered = resend, index
         raise self._unavailable(failures)
+
+    # -- fenced keys
+    # A write sent to a member that failed without answering may still be
+    # applied there: a stopped server applies what it had received when it
+    # is continued, and a killed one may hold writes it applied but had not
+    # yet sent to its partner.  Either reaches the partner later through
+    # replication and overwrites what was written there since.  So the
+    # keys of such writes (and of the writes replayed by _replay_recent)
+    # are fenced: this process remembers what it last wrote to each, reads
+    # of them are checked against it and repaired, until the failed member
+    # has caught up and both members were checked (_settle_fence).
+
+    def _fence(self, index, written):
+        with self._state:
+            for key, value in written:
+                self._fenced[key] = (index, value)
+
+    def _refresh_fence(self, written):
+        with self._state:
+            for key, value in written:
+                if key in self._fenced:
+                    self._fenced[key] = (self._fenced[key][0], value)
+
+    def _fenced_request(self, preferred, command, args):
+        """get, vsiz and putkeep of a fenced key answered from what this
+        process last wrote to it (repairing a member that holds something
+        else); put and out as usual (they set what is remembered)."""
+        key = args[0]
+        fenced = self._fenced.get(key)
+        if fenced is None or command in ('put', 'out'):
+            return self._plain_request(preferred, command, args)
+        value = fenced[1]
+        if command == 'putkeep':
+            if value is not None:
+                raise pytyrant.TyrantError(1)       # it exists
+            return self._plain_request(preferred, 'put', args)
+        if command == 'get':
+            try:
+                found = self._plain_request(preferred, 'get', args)
+            except pytyrant.TyrantError:
+                found = None
+            if found != value:                      # an old write arrived late: undo it
+                self._plain_request(preferred, *(('out', (key,)) if value is None
+                                                 else ('put', (key, value))))
+        if value is None:
+            raise pytyrant.TyrantError(1)
+        return value if command == 'get' else len(value)
+
+    def _settle_fence(self, index):
+        """With member `index` caught up, make both members hold what this
+        process last wrote to the keys fenced by its failure, and unfence
+        them."""
+        with self._state:
+            keys = [key for key, (where, _) in self._fenced.items() if where == index]
+        if not keys:
+            return
+        for member in self.members:
+            found = member.pipeline(*[('get', key) for key in keys])
+            with self._state:
+                wanted = [(key, self._fenced[key][1]) for key in keys]
+            repairs = [('out', key) if value is None else ('put', key, value)
+                       for (key, value), now in zip(wanted, found)
+                       if (None if isinstance(now, pytyrant.TyrantError) else now) != value]
+            if repairs:
+                member.pipeline(*repairs)
+        with self._state:
+            for key in keys:
+                self._fenced.pop(key, None)
 
     def _degraded_order(self, preferred):
         """The members up, preferred first, while one is down; and whether
@@ -714,19 +851,61 @@ class DualMasterPair(object):
 
     # -- health
     def _lost(self, index, exc):
-        """A request failed on member `index`: mark it down."""
+        """A request failed on member `index`: mark it down, and replay its
+        last writes on the partner before the partner serves its keys."""
         with self._state:
-            if self._down[index]:
-                return
-            self._down[index] = True
-            self._reasons[index] = str(exc)
-            if not self._down[1 - index]:
-                self._behind[index] = True          # its partner takes the writes now
-            self._start_watcher()
+            replaying = self._handover[index]
+            first = not self._down[index]
+            if first:
+                self._down[index] = True
+                self._reasons[index] = str(exc)
+                if not self._down[1 - index]:
+                    self._behind[index] = True      # its partner takes the writes now
+                    replaying = self._handover[index] = threading.Event()
+                self._start_watcher()
+        if not first:
+            if replaying is not None:
+                replaying.wait()                    # another thread replays its writes
+            return
         self.members[index].close()                 # its idle connections are dead too
         log.warning('Tokyo Tyrant %s of pair %s is down (%s); its keys go to %s until it '
                     'is back and has caught up', self.members[index].url, self.name, exc,
                     self.members[1 - index].url)
+        if replaying is not None:
+            try:
+                self._replay_recent(index)
+            finally:
+                with self._state:
+                    self._handover[index] = None
+                replaying.set()
+
+    def _replay_recent(self, index):
+        """Write again on the partner what member `index` acknowledged
+        lately.  Replication is asynchronous: a member answers
+        before its partner has the record, so a write it acknowledged just
+        before dying may be missing there, and the next request of that
+        session would read the session as it was one request earlier.
+        Writes are replayed in order, the last per key; requests for the
+        member's keys wait meanwhile (one round trip)."""
+        member = self.members[index]
+        cutoff = time.time() - member.connect_timeout - member.io_timeout - JOURNAL_SECONDS
+        latest = collections.OrderedDict()
+        for moment, entries in list(self._recent[index]):
+            if moment >= cutoff:
+                for key, value in entries:
+                    latest.pop(key, None)
+                    latest[key] = value
+        self._recent[index].clear()
+        if not latest:
+            return
+        commands = [('out', key) if value is None else ('put', key, value)
+                    for key, value in latest.iteritems()]
+        try:
+            self.members[1 - index].pipeline(*commands)
+        except TyrantUnavailable as exc:
+            self._lost(1 - index, exc)
+            return
+        self._fence(index, latest.items())
 
     def _restore(self, index):
         with self._state:
@@ -749,7 +928,10 @@ class DualMasterPair(object):
                 self._detours_done.wait(deadline - time.time())
         try:
             if self._markers_arrive([1 - index], HANDOVER_LIMIT):
+                self._settle_fence(index)
                 self._restore(index)
+        except (TyrantUnavailable, pytyrant.TyrantError):
+            pass                                    # it stays down; the next probe retries
         finally:
             with self._state:
                 held, self._handover[index] = self._handover[index], None
@@ -787,6 +969,8 @@ class DualMasterPair(object):
                     log.exception('tyrant: checking %s failed', self.members[index].url)
 
     def _try_to_restore(self, index):
+        if self._handover[index] is not None:
+            return                                  # its writes are being replayed
         try:
             self.members[index].request('rnum')
         except TyrantUnavailable:

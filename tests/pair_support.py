@@ -27,6 +27,7 @@ class DualMaster(object):
                 os.makedirs(home)
             self.members.append(TyrantProcess(
                 os.path.join(home, 'sessions.tch'), port=port,
+                log=open(os.path.join(home, 'server.log'), 'ab'),
                 ulog=os.path.join(home, 'ulog'), sid=first_sid + index,
                 mhost='127.0.0.1', mport=ports[1 - index],
                 rts=os.path.join(home, 'replication.rts')))
