@@ -452,7 +452,12 @@ def _bytes(text):
 # PROBE_INTERVAL seconds.  Replication is asynchronous, and a restarted
 # ttserver asks for its partner's log only a second or two after it
 # reconnects, so a member that missed writes gets its keys back only after
-# a catch-up marker written on each member has appeared on the other.
+# a catch-up marker written on each member has appeared on the other, and
+# then through a handover: requests for its keys wait while those still on
+# the partner finish and one more marker crosses (milliseconds).  When a
+# member fails, the writes it answered lately are replayed on the partner
+# first (_replay_recent), and keys that may receive a late, older write are
+# fenced (see "fenced keys" below).
 #
 # What is sent again after a failure.  A request that never reached the
 # server (no connection) goes to the other member whatever it is.  One
