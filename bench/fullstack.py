@@ -409,8 +409,8 @@ def run(tyrant, connections, seconds, progress, mini=True, rounds=4, peer_urls=N
         try:
             appdir = generated_app(workdir, tyrant_url)
             serve_generated(appdir, workdir, tyrant, peer_urls or {}, sites, lost_sites)
-            notes.append('%s is a 4-line controller the bench adds to the '
-                         'generated project (visit counter only); the '
+            notes.append('%s is a 4-line visit counter in the controller the '
+                         'bench adds to the generated project; the '
                          "template's /session sample page also reads the raw "
                          'record back (one more get) and renders Mako, '
                          'and needs ext:tcjson (it calls tcjson.raw_record), '
