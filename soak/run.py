@@ -19,6 +19,13 @@ cycle is injected:
              junk (not JSON, not an object, bad UTF-8, too big); that
              client must get a 400 and a fresh session, the junk stays.
 
+With --pair the sessions live on a dual-master pair of Tyrant servers
+(README.txt, "Several Tyrant servers") and the cycle is: kill -9 member 0,
+junk, SIGSTOP member 1, kill -9 member 1, junk, SIGSTOP member 0.  Then no
+request may fail except one sent to a member as it failed (begun before
+the failure could be noticed: io_timeout into a stop), and at the end both
+members must hold the same record for every session.
+
 At the end it prints its figures and checks each session: the counter
 Tyrant holds is at least the last one the client was shown (nothing saved
 was lost) and at most that client's 200s plus its failed requests (a put
@@ -45,9 +52,10 @@ from pylons_tcjson_template.devtyrant.launcher import free_port
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), 'tests'))
 
+from pair_support import DualMaster  # noqa: E402
 from test_faults_support import (Project, SessionClient, Stack, cpu_seconds,  # noqa: E402
                                  make_project, raw_get, raw_put, set_ini_value)
-from test_template_support import project_env  # noqa: E402
+from test_template_support import Served, project_env  # noqa: E402
 
 NAME = 'SoakApp'
 MARGIN = 2.0            # seconds over connect + io timeout (see the tests)
@@ -112,6 +120,36 @@ class Client(object):
             self.log.append((started, ended, response.status, response.error))
 
 
+class PairStack(object):
+    """Like test_faults_support.Stack, with a dual-master pair for Tyrant:
+    member 0 on the project's Tyrant port, member 1 on a free one."""
+
+    def __init__(self, project, workdir):
+        self.project = project
+        self.pair = DualMaster(workdir, ports=(project.tyrant_port, free_port()))
+        self.tyrant = self.pair.members[0]
+        set_ini_value(project.ini, 'app:main', 'beaker.session.url', self.pair.url)
+        self.served = Served(project.directory, project.env, port=project.http_port,
+                             log=os.path.join(str(workdir), 'stack.log'))
+
+    def start(self):
+        self.pair.start()
+        self.pair.wait_replicating()
+        self.served.start()
+        return self
+
+    def stop(self):
+        self.served.stop()
+        self.pair.stop()
+
+    @property
+    def app_pid(self):
+        return self.served.process.pid
+
+    def app_alive(self):
+        return self.served.process.poll() is None
+
+
 def prepare(directory):
     """A project in `directory`/SoakApp: reused if there, else generated;
     fresh ports either way."""
@@ -145,7 +183,7 @@ class Soak(object):
             shutil.rmtree(workdir)
         os.makedirs(workdir)
         self.bound = project.connect_timeout + project.io_timeout + MARGIN
-        self.stack = Stack(project, workdir).start()
+        self.stack = (PairStack if options.pair else Stack)(project, workdir).start()
         self.clients = [Client(index, project.http_port, project.cookie_name)
                         for index in range(options.clients)]
         stopping = threading.Event()
@@ -183,6 +221,12 @@ class Soak(object):
         # A server fault needs time after it for the recovery to be seen.
         needs = {'kill -9': KILL_DOWN + RECOVERY + 1.5, 'SIGSTOP': STOP_FOR + RECOVERY + 1.5,
                  'junk': 1.0}
+        if options.pair:
+            kinds = ['kill -9 member 0', 'junk', 'SIGSTOP member 1', 'kill -9 member 1',
+                     'junk', 'SIGSTOP member 0']
+            # ...and for a member to catch up and get its sessions back.
+            for kind in kinds:
+                needs[kind] = needs[kind.split(' member')[0]] + 3.0
         deadline = self.started + options.seconds
         next_fault = self.started + min(2.0, options.seconds / 4.0)
         count = 0
@@ -199,12 +243,14 @@ class Soak(object):
 
     def inject(self, kind):
         tyrant = self.stack.tyrant
+        if ' member ' in kind:
+            tyrant = self.stack.pair.members[int(kind[-1])]
         began = time.time()
-        if kind == 'kill -9':
+        if kind.startswith('kill -9'):
             tyrant.kill()
             time.sleep(KILL_DOWN)
             tyrant.start()
-        elif kind == 'SIGSTOP':
+        elif kind.startswith('SIGSTOP'):
             tyrant.pause()
             time.sleep(STOP_FOR)
             tyrant.resume()
@@ -216,21 +262,32 @@ class Soak(object):
             client = self.rng.choice(candidates)
             label, junk = JUNK[len(self.junked) % len(JUNK)]
             with client.busy:
-                raw_put(self.project.tyrant_port, client.epoch.record_key, junk)
+                for port in self.tyrant_ports():
+                    raw_put(port, client.epoch.record_key, junk)
                 client.epoch.junk = junk
             self.junked.append((client, client.epoch, label))
             kind = 'junk record'
         self.faults.append((kind, began, time.time()))
 
+    def tyrant_ports(self):
+        if self.options.pair:
+            return [member.port for member in self.stack.pair.members]
+        return [self.project.tyrant_port]
+
     def verify(self):
-        """Read every session back from Tyrant, raw."""
+        """Read every session back from Tyrant, raw (from each member of a
+        pair: they must agree)."""
         port = self.project.tyrant_port
         self.lost, self.intact, self.junk_kept, self.junk_changed = [], 0, 0, []
+        self.members_differ = []
         for client in self.clients:
             for epoch in client.epochs:
                 if epoch.record_key is None:
                     continue
                 raw = raw_get(port, epoch.record_key)
+                others = [raw_get(other, epoch.record_key) for other in self.tyrant_ports()]
+                if any(other != raw for other in others):
+                    self.members_differ.append(client.index)
                 if epoch.junk is not None:
                     if raw == epoch.junk and epoch.answered_400:
                         self.junk_kept += 1
@@ -258,21 +315,32 @@ class Soak(object):
         late = []
         ends = [fault[1] for fault in self.faults[1:]] + [self.ended]
         for (kind, began, back), end in zip(self.faults, ends):
-            if kind in ('kill -9', 'SIGSTOP'):
+            if kind != 'junk record':
                 late += [entry for entry in entries
                          if back + RECOVERY <= entry[0] and entry[1] < end
                          and entry[2] != 200]
+        # With a pair, only a request sent to a member as it failed may fail.
+        outside = []
+        if self.options.pair:
+            outage_began = [began for kind, began, _ in self.faults if kind != 'junk record']
+            noticed = self.project.io_timeout + 0.2
+            outside = [entry for entry in entries
+                       if entry[2] not in (200, 400)
+                       and not any(entry[0] <= began + noticed and
+                                   entry[1] <= began + noticed + self.bound
+                                   for began in outage_began)]
         faults = collections.Counter(fault[0] for fault in self.faults)
         unexpected = [item for client in self.clients for item in client.unexpected]
         sessions = sum(1 for client in self.clients for epoch in client.epochs
                        if epoch.record_key and epoch.junk is None)
         out = []
-        out.append('soak: %.0f s under load, %d clients, Tyrant: %s, connect_timeout=%g '
+        out.append('soak: %.0f s under load, %d clients, Tyrant: %s%s, connect_timeout=%g '
                    'io_timeout=%g, bound %.1f s'
                    % (self.ended - self.started, len(self.clients), self.stack.tyrant.kind,
+                      ' dual-master pair' if self.options.pair else '',
                       self.project.connect_timeout, self.project.io_timeout, self.bound))
         out.append('faults injected: %d (%s)' % (len(self.faults), ', '.join(
-            '%s: %d' % (kind, faults[kind]) for kind in ('kill -9', 'SIGSTOP', 'junk record'))))
+            '%s: %d' % (kind, faults[kind]) for kind in sorted(faults))))
         out.append('requests served: %d (%.0f/s)'
                    % (len(entries), len(entries) / max(0.001, self.ended - self.started)))
         out.append('responses by status: %s' % ', '.join(
@@ -287,6 +355,9 @@ class Soak(object):
                       if errors else '', self.bound, len(slow), len(late),
                       len([u for u in unexpected if u[0] not in (500, None)])))
         out.append('sessions verified intact: %d/%d' % (self.intact, sessions))
+        if self.options.pair:
+            out.append('failed requests not in flight on a failing member: %d; sessions '
+                       'whose members differ: %d' % (len(outside), len(self.members_differ)))
         out.append('junk records answered 400 and left unchanged: %d/%d'
                    % (self.junk_kept, len(self.junked)))
         out.append('idle app CPU after the load: %.2f s in %.1f s; app alive: %s'
@@ -303,6 +374,12 @@ class Soak(object):
             problems.append('%d requests over %.1f s' % (len(slow), self.bound))
         if late:
             problems.append('%d requests failed after the server was back' % len(late))
+        if outside:
+            problems.append('%d requests failed while the other member was up: %s'
+                            % (len(outside), outside[:3]))
+        if self.members_differ:
+            problems.append('the members of the pair hold different records for clients %s'
+                            % self.members_differ[:10])
         if unexpected:
             problems.append('unexpected answers: %s' % unexpected[:5])
         if self.junk_changed:
@@ -332,6 +409,8 @@ def main(argv=None):
     parser.add_argument('--dir', default=os.path.join(HERE, 'work'),
                         help='where the project and the .tch file live (default soak/work)')
     parser.add_argument('--seed', type=int, default=1, help='for the junk victims')
+    parser.add_argument('--pair', action='store_true',
+                        help='sessions on a dual-master pair; faults hit its members in turn')
     options = parser.parse_args(argv)
     if options.seconds is None:
         options.seconds = 60.0 * (options.minutes if options.minutes is not None else 3.0)
