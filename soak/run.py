@@ -339,8 +339,9 @@ class Soak(object):
                    % (self.ended - self.started, len(self.clients), self.stack.tyrant.kind,
                       ' dual-master pair' if self.options.pair else '',
                       self.project.connect_timeout, self.project.io_timeout, self.bound))
+        kinds = sorted(faults) if self.options.pair else ('kill -9', 'SIGSTOP', 'junk record')
         out.append('faults injected: %d (%s)' % (len(self.faults), ', '.join(
-            '%s: %d' % (kind, faults[kind]) for kind in sorted(faults))))
+            '%s: %d' % (kind, faults[kind]) for kind in kinds)))
         out.append('requests served: %d (%.0f/s)'
                    % (len(entries), len(entries) / max(0.001, self.ended - self.started)))
         out.append('responses by status: %s' % ', '.join(
