@@ -51,9 +51,13 @@ class TyrantUnavailable(TcjsonError):
 
     def __init__(self, url, reason, broken=False):
         host, _, port = url.rpartition(':')
-        TcjsonError.__init__(self, 'Tokyo Tyrant at %s is unavailable (%s); start one '
-                             'with `ttserver -host %s -port %s` or `paster tyrant '
-                             'development.ini`' % (url, reason, host, port))
+        if '|' in url or ';' in url:          # a pair (see DualMasterPair)
+            start = 'start its servers, e.g. with `paster tyrant development.ini`'
+        else:
+            start = ('start one with `ttserver -host %s -port %s` or `paster tyrant '
+                     'development.ini`' % (host, port))
+        TcjsonError.__init__(self, 'Tokyo Tyrant at %s is unavailable (%s); %s'
+                             % (url, reason, start))
         self.url = url
         self.broken = broken     # the connection died (as opposed to: timed out)
         self.from_idle = False   # ...and it had been idle in the pool
@@ -804,7 +808,7 @@ class DualMasterPair(object):
         for member in self.members:
             found = member.pipeline(*[('get', key) for key in keys])
             with self._state:
-                wanted = [(key, self._fenced[key][1]) for key in keys]
+                wanted = [(key, self._fenced.get(key, (None, None))[1]) for key in keys]
             repairs = [('out', key) if value is None else ('put', key, value)
                        for (key, value), now in zip(wanted, found)
                        if (None if isinstance(now, pytyrant.TyrantError) else now) != value]
@@ -812,7 +816,8 @@ class DualMasterPair(object):
                 member.pipeline(*repairs)
         with self._state:
             for key in keys:
-                self._fenced.pop(key, None)
+                if self._fenced.get(key, (None,))[0] == index:    # not fenced again since
+                    del self._fenced[key]
 
     def _degraded_order(self, preferred):
         """The members up, preferred first, while one is down; and whether

@@ -6,9 +6,8 @@ import os
 import time
 import uuid
 
-import pytyrant
-
 from pylons_tcjson_template.devtyrant.launcher import TyrantProcess, free_port
+from test_faults_support import raw_get, raw_put
 
 # A freshly started server asks its partner for the log about 2 s after it
 # connects (ttserver 1.1.41 does, and tcjson-tyrant does as ttserver does).
@@ -59,27 +58,6 @@ class DualMaster(object):
 
     def __exit__(self, *exc_info):
         self.stop()
-
-
-def raw_get(port, key, timeout=5.0):
-    """The bytes at `key` on one server (None: no record), read directly."""
-    client = pytyrant.Tyrant.open('127.0.0.1', port)
-    client.sock.settimeout(timeout)
-    try:
-        return client.get(key)
-    except pytyrant.TyrantError:
-        return None
-    finally:
-        client.sock.close()
-
-
-def raw_put(port, key, value, timeout=5.0):
-    client = pytyrant.Tyrant.open('127.0.0.1', port)
-    client.sock.settimeout(timeout)
-    try:
-        client.put(key, value)
-    finally:
-        client.sock.close()
 
 
 def wait_for_value(port, key, value, timeout):
