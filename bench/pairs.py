@@ -195,6 +195,11 @@ def run(args):
             lines.append('| %s | %.0f | %.2fx | %.2f | %.3f |' % (
                 name, rate, rate / base, median([row[1] for row in rows]),
                 median([row[2] for row in rows])))
+        lines += ['', 'Each member of a pair also applies every write of its partner and '
+                  'streams its own update log to it, so a pair does about twice the server '
+                  'work per write of one server; with %d CPUs shared by the clients and '
+                  'the server processes (%d for one pair, %d for two), that work is what the '
+                  'lower rows pay.' % (os.sysconf('SC_NPROCESSORS_ONLN'), 2, 4)]
         member = pair.members[0]
         kill = failover(pair, member.kill, member.start)
         stop = failover(pair, member.pause, member.resume)
