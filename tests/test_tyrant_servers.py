@@ -2,7 +2,8 @@
 
 The url syntax is Beaker's: ``;`` separates shards, ``|`` joins the two
 masters of a dual-master pair.  Failover inside a pair is in
-test_tyrant_failover.py; here the servers stay up.
+test_tyrant_failover.py; here the servers stay up (live servers where a
+test needs them: plain shards, and two shards of replicating pairs).
 """
 import time
 import uuid
@@ -10,8 +11,10 @@ import uuid
 import pytest
 from paste.script.command import BadCommand
 
+from pair_support import DualMaster
 from pylons_tcjson_template import tcjson, tyrant
 from pylons_tcjson_template.template import split_url
+from test_faults_support import raw_keys
 
 PAIR = '10.0.0.1:1978|10.0.0.2:1978'
 
@@ -172,3 +175,55 @@ def test_a_shard_added_later_serves_the_keys_that_move_to_it(tyrant_factory):
     # Exactly the keys that moved to the new (empty) shard are not found there.
     assert [not ok for ok in found] == [new.shard_index(sid) == 2 for sid in ids]
     assert 70 < found.count(False) < 130
+
+
+# ---- live servers: two shards, each a dual-master pair
+
+@pytest.fixture
+def two_pairs(tmpdir):
+    pairs = [DualMaster(tmpdir.join('shard1'), first_sid=1),
+             DualMaster(tmpdir.join('shard2'), first_sid=3)]
+    try:
+        for pair in pairs:
+            pair.start()
+        for pair in pairs:
+            pair.wait_replicating()
+        yield pairs
+    finally:
+        for pair in pairs:
+            pair.stop()
+
+
+def test_two_pairs_hold_each_session_on_both_members_of_its_shard_and_purge_each_once(
+        two_pairs):
+    url = ';'.join(pair.url for pair in two_pairs)
+    servers = tyrant.get_servers(url)
+    ids = session_ids(100)
+    now = time.time()
+    for index, sid in enumerate(ids):
+        nsm = tcjson.TyrantNamespaceManager(sid, url=url, prefix='app:')
+        expires = now - 10 if index % 2 else now + 3600
+        nsm.pool.request('put', nsm.record_key('session'),
+                         '{"_accessed_time": %f, "_expires": %f}' % (now, expires))
+    for shard, pair in enumerate(two_pairs):
+        own = set('app:%s:session' % sid for sid in ids if servers.shard_index(sid) == shard)
+        assert 25 < len(own) < 75
+        for member in pair.members:
+            assert wait_until_keys(member.port, own)     # replicated to both members
+    totals = tcjson.purge_expired(url, 'app:', batch_size=1000)
+    assert (totals['scanned'], totals['deleted'], totals['batches']) == (100, 50, 2)
+    kept = set('app:%s:session' % sid for index, sid in enumerate(ids) if not index % 2)
+    for shard, pair in enumerate(two_pairs):
+        own = set(key for key in kept if servers.shard_index(key.split(':')[1]) == shard)
+        for member in pair.members:
+            assert wait_until_keys(member.port, own)     # the deletes replicated too
+
+
+def wait_until_keys(port, keys, timeout=5.0):
+    """Whether the server at `port` holds exactly `keys` under 'app:'."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if set(raw_keys(port, 'app:')) == keys:
+            return True
+        time.sleep(0.02)
+    return False
