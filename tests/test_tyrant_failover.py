@@ -170,6 +170,28 @@ def test_only_both_members_down_is_an_outage(pair):
     assert raw_get(pair.members[1].port, key) == 'last'
 
 
+def test_a_write_a_stopped_member_applies_late_does_not_undo_later_ones(pair):
+    servers = servers_of(pair)
+    both = servers.servers[0]
+    key = keys_preferring(servers, 0, 1)[0]
+    servers.for_key(key).request('put', key, 'v0')
+    assert wait_for_value(pair.members[1].port, key, 'v0', 5.0)
+    pair.members[0].pause()
+    try:
+        # Times out on the stopped member, then goes to the other one; the
+        # stopped member still holds it and will apply it when continued.
+        servers.for_key(key).request('put', key, 'v1')
+        servers.for_key(key).request('put', key, 'v2')
+    finally:
+        pair.members[0].resume()
+    # v1 is applied on member 0 now, and replicated over v2 on member 1...
+    assert wait_for_value(pair.members[1].port, key, 'v1', 5.0)
+    # ...but this process wrote v2 last: it reads v2 and puts it back.
+    assert servers.for_key(key).request('get', key) == 'v2'
+    assert wait_until(lambda: not both.is_down(0), RETURN_WITHIN)
+    assert [raw_get(member.port, key) for member in pair.members] == ['v2', 'v2']
+
+
 # ---- requests whose answer never came
 
 class AnswerSwallower(object):
@@ -365,3 +387,13 @@ def test_paster_tyrant_starts_the_pair_of_the_ini_file(project, tmpdir):
         assert os.path.isfile(os.path.join(home, 'replication.rts'))
         assert 'started as: ' in output and '-mport %d' % port in output
         assert not wait_for_port(port, timeout=0.2)
+
+
+def test_paster_tyrant_refuses_a_url_the_application_would_refuse(project):
+    put_ini_value(project.ini, 'app:main', 'beaker.session.url', '[::1]:1978')
+    process = subprocess.Popen([sys.executable, PASTER, 'tyrant', 'development.ini'],
+                               cwd=project.directory, env=project.env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    output = process.communicate()[0]
+    assert process.returncode != 0
+    assert 'IPv6 address: Tokyo Tyrant 1.1.41 serves and replicates over IPv4 only' in output
