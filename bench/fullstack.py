@@ -183,7 +183,7 @@ class Served(object):
         self.process = subprocess.Popen(
             [os.path.join(BIN, 'paster'), 'serve', ini],
             cwd=os.path.dirname(ini), env=env, stdout=self.log,
-            stderr=subprocess.STDOUT)
+            stderr=subprocess.STDOUT, close_fds=True)
         if not wait_for_port('127.0.0.1', port, 30, self.process):
             self.stop()
             raise Unavailable('paster serve %s did not start; see %s'
@@ -236,11 +236,26 @@ def _to_us(text):
     return float(match.group(1)) * _UNITS[match.group(2)] if match else None
 
 
-def wrk(url, cookie, connections, seconds):
+WRK_SESSIONS = os.path.join(HERE, 'wrk_sessions.lua')
+
+
+def wrk(url, cookies, connections, seconds):
+    """One wrk run; with one cookie every request carries it, with several
+    wrk_sessions.lua spreads them over the connections."""
     threads = min(connections, 2)
-    argv = ['wrk', '-t%d' % threads, '-c%d' % connections,
-            '-d%ds' % seconds, '--latency', '-H', 'Cookie: ' + cookie, url]
-    out = subprocess.check_output(argv).decode('utf-8', 'replace')
+    argv = ['wrk', '-t%d' % threads, '-c%d' % connections, '-d%ds' % seconds, '--latency']
+    env = dict(os.environ)
+    if len(cookies) == 1:
+        argv += ['-H', 'Cookie: ' + cookies[0]]
+    else:
+        argv += ['-s', WRK_SESSIONS]
+        env.update(BENCH_COOKIES='\n'.join(cookies), BENCH_THREADS=str(threads))
+    # close_fds: wrk sizes each thread's event loop for its own connections
+    # (10 + 3 per connection), so a socket numbered above that, as one
+    # becomes when wrk inherits this process's descriptors, fails as a
+    # "connect" error and the run gets no response at all.
+    out = subprocess.check_output(argv + [url], env=env, close_fds=True).decode(
+        'utf-8', 'replace')
     result = {'connections': connections, 'seconds': seconds, 'raw': out}
     match = re.search(r'Requests/sec:\s*([\d.]+)', out)
     result['rps'] = float(match.group(1)) if match else float('nan')
@@ -261,36 +276,47 @@ class Site(object):
     Tyrant peer (`counter`) when its sessions live there."""
 
     def __init__(self, label, ini, port, path, cookie_name, pythonpath,
-                 workdir, counter=None, warm_up=True):
+                 workdir, counter=None, warm_up=True, many_sessions=False):
         self.label, self.counter = label, counter
+        self.cookie_name = cookie_name
+        # Also measured with one session per connection (more than one).
+        self.many_sessions = many_sessions
         self.base = 'http://127.0.0.1:%d' % port
         self.served = Served(ini, port, pythonpath, os.path.join(
             workdir, 'serve-%s.log' % re.sub(r'\W+', '_', label)))
         try:
             self.url = self.base + path
-            self.cookie = session_cookie(self.url, cookie_name)
-            if not check_session_sticks(self.url, self.cookie):
+            self.cookies = [session_cookie(self.url, cookie_name)]
+            if not check_session_sticks(self.url, self.cookies[0]):
                 raise Unavailable('%s: page did not change between two '
                                   'requests with the session cookie' % label)
             if warm_up:
-                wrk(self.url, self.cookie, 1, 1)
+                wrk(self.url, self.cookies, 1, 1)
         except Exception:
             self.served.stop()
             raise
 
-    def measure(self, connections, seconds, progress):
-        """One wrk run, with the app's (and Tyrant's) CPU and commands."""
+    def session_cookies(self, count):
+        """`count` session cookies, the first one the site's own."""
+        while len(self.cookies) < count:
+            self.cookies.append(session_cookie(self.url, self.cookie_name))
+        return self.cookies[:count]
+
+    def measure(self, connections, seconds, progress, sessions=1):
+        """One wrk run with `sessions` session cookies, with the app's (and
+        Tyrant's) CPU and commands."""
         pid = self.served.process.pid
+        cookies = self.session_cookies(sessions)
         for attempt in (1, 2):
             before, tyrant_cpu = (self.counter.snapshot() if self.counter
                                   else (None, None))
             app_cpu = process_cpu_seconds(pid)
-            result = wrk(self.url, self.cookie, connections, seconds)
+            result = wrk(self.url, cookies, connections, seconds)
             app_cpu_after = process_cpu_seconds(pid)
             if result['requests'] or attempt == 2:
                 break
-            # Seen once in a 1 s quick run: wrk finished without a
-            # response.  Show its output and measure again.
+            # wrk finished without a response (seen when it inherited many
+            # descriptors, before close_fds).  Show its output, try again.
             progress('  wrk gave no requests; its output:\n%s\n  running it '
                      'again' % result['raw'])
         result['app_cpu'] = (app_cpu_after - app_cpu
@@ -337,20 +363,35 @@ def combine(label, connections, runs):
     return row
 
 
+MANY_SESSIONS = ', one session per connection'
+
+
+def row_plan(sites, connections):
+    """(site, connections, sessions, label) of every row: each site with
+    one session at each connection count; the many_sessions sites also
+    with one session per connection where there are several."""
+    plan = []
+    for conns in connections:
+        for site in sites:
+            plan.append((site, conns, 1, site.label))
+            if site.many_sessions and conns > 1:
+                plan.append((site, conns, conns, site.label + MANY_SESSIONS))
+    return plan
+
+
 def measure_interleaved(sites, connections, seconds, rounds, progress):
-    """Every site at every connection count, `rounds` times in turn, so
-    that a slow spell of the machine hits all rows alike."""
-    runs = dict(((site.label, conns), []) for site in sites for conns in connections)
+    """Every row of row_plan, `rounds` times in turn, so that a slow
+    spell of the machine hits all rows alike."""
+    plan = row_plan(sites, connections)
+    runs = dict(((label, conns), []) for _, conns, _, label in plan)
     for number in range(1, rounds + 1):
-        for conns in connections:
-            for site in sites:
-                result = site.measure(conns, seconds, progress)
-                runs[site.label, conns].append(result)
-                progress('  full stack round %d/%d %-44s c=%-3d %8.1f req/s  '
-                         'non-2xx %d' % (number, rounds, site.label, conns,
-                                         result['rps'], result['non2xx']))
-    return [combine(site.label, conns, runs[site.label, conns])
-            for site in sites for conns in connections]
+        for site, conns, sessions, label in plan:
+            result = site.measure(conns, seconds, progress, sessions)
+            runs[label, conns].append(result)
+            progress('  full stack round %d/%d %-44s c=%-3d %8.1f req/s  '
+                     'non-2xx %d' % (number, rounds, label, conns,
+                                     result['rps'], result['non2xx']))
+    return [combine(label, conns, runs[label, conns]) for _, conns, _, label in plan]
 
 
 def serve_generated(appdir, workdir, tyrant, peer_urls, measured, lost_only):
@@ -359,18 +400,20 @@ def serve_generated(appdir, workdir, tyrant, peer_urls, measured, lost_only):
     so that the caller stops every one that started, even after an error)."""
     source = os.path.join(appdir, 'development.ini')
 
-    def serve(label, session_type, path, url=None, counter=None, warm_up=True):
+    def serve(label, session_type, path, url=None, counter=None, warm_up=True,
+              many_sessions=False):
         port = free_port()
         ini = derive_ini(source, os.path.join(appdir, 'bench-%d.ini' % port), port,
                          session_type, url)
         return Site(label, ini, port, path, 'benchapp', [appdir], workdir,
-                    counter, warm_up)
+                    counter, warm_up, many_sessions)
     for session_type, path, label in (
             ('ext:tcjson', VISIT_PATH, 'generated app %s, ext:tcjson' % VISIT_PATH),
             ('memory', VISIT_PATH, 'generated app %s, memory' % VISIT_PATH),
             ('ext:tcjson', '/session', 'generated app /session sample page, ext:tcjson')):
         measured.append(serve(label, session_type, path,
-                              counter=tyrant if session_type == 'ext:tcjson' else None))
+                              counter=tyrant if session_type == 'ext:tcjson' else None,
+                              many_sessions=path == VISIT_PATH))
     for session_type, url in sorted(peer_urls.items()):
         lost_only.append(serve('generated app, %s (Beaker Session)' % session_type,
                                session_type, VISIT_PATH, url, warm_up=False))
@@ -421,7 +464,10 @@ def run(tyrant, connections, seconds, progress, mini=True, rounds=4, peer_urls=N
                          'and each try that finds the lock taken (a putkeep + get, then '
                          'a get of the lock, then a pause of 1 to 50 ms) adds to the '
                          'commands per request.  Memory sessions do not lock across '
-                         'requests (and lose updates, see 2b).')
+                         'requests (and lose updates, see 2b).  The rows "%s" spread '
+                         'as many sessions as connections over them (wrk_sessions.lua), '
+                         'as many users would: requests of one session seldom overlap.'
+                         % MANY_SESSIONS.lstrip(', '))
         except Unavailable as exc:
             notes.append('generated app: NOT MEASURED: %s' % exc)
             progress('  full stack (generated app) not measured: %s' % exc)

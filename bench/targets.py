@@ -211,8 +211,25 @@ def fullstack_target(part2, floors):
             best = 1.0 / (1.0 + floor * 1e-6 * mem[0]['rps'])
             details[-1] += (' (about %.2f expected at best: memory plus the 3 bare round '
                             'trips of a write, %.0f us)' % (best, floor))
+    details += many_sessions_info(gen)
     return ('full stack (generated app, a write per request): tcjson req/s >= 0.85 x memory',
             _status(verdicts), '; '.join(details) or '; '.join(part2['notes']))
+
+
+def many_sessions_info(gen):
+    """The same ratio where every connection has a session of its own
+    (not judged: the target was set for one cookie on all connections)."""
+    details = []
+    for conns in sorted(set(r['connections'] for r in gen)):
+        ours = [r for r in gen if r['connections'] == conns
+                and r['label'].endswith('ext:tcjson' + fullstack.MANY_SESSIONS)]
+        mem = [r for r in gen if r['connections'] == conns
+               and r['label'].endswith('memory' + fullstack.MANY_SESSIONS)]
+        if ours and mem and mem[0]['rps'] > 0 and not ours[0]['empty_runs']:
+            details.append('(info, not judged) c=%d%s: %.0f vs %.0f req/s = %.3f'
+                           % (conns, fullstack.MANY_SESSIONS, ours[0]['rps'],
+                              mem[0]['rps'], ours[0]['rps'] / mem[0]['rps']))
+    return details
 
 
 def lost_updates_target(part2):

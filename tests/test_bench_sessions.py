@@ -22,7 +22,7 @@ def quick_run(tmpdir_factory):
     out = str(tmpdir_factory.mktemp('bench').join('RESULTS.md'))
     proc = subprocess.Popen(
         [sys.executable, RUN, '--quick', '--requests', '40', '--warmup', '5',
-         '--counted', '10', '--diagnose-count', '30', '--connections', '1',
+         '--counted', '10', '--diagnose-count', '30', '--connections', '2',
          '--lost-requests', '5',
          '--scale-counts', '1000,3000', '--out', out],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -125,6 +125,21 @@ def test_lost_updates_are_counted(quick_run):
         if peer_class().available():
             row = table_row(stdout, 'generated app, %s (Beaker Session)' % label)
             assert row and row[0] == '40', row
+
+
+@pytest.mark.timeout(300)
+def test_wrk_spreads_sessions_over_connections(quick_run):
+    code, stdout, _ = quick_run
+    if _skipped_tcjson(stdout):
+        pytest.skip(_skipped_tcjson(stdout)[0])
+    row = table_row(stdout, 'generated app /benchvisit/index, ext:tcjson, '
+                            'one session per connection')
+    assert row, stdout[-3000:]
+    connections, requests, non_2xx, commands = row[0], int(row[4]), row[5], float(row[6])
+    assert (connections, non_2xx) == ('2', '0') and requests > 0, row
+    # Each request carried a stored session's cookie: a write of 5
+    # commands (a request without one would be a new session: 1 put).
+    assert 4.9 <= commands <= 5.5, row
 
 
 def table_row(stdout, label):
