@@ -48,6 +48,7 @@ import threading
 import time
 
 from pylons_tcjson_template.devtyrant.launcher import free_port
+from pylons_tcjson_template.tyrant import PROBE_INTERVAL
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), 'tests'))
@@ -226,7 +227,7 @@ class Soak(object):
                      'junk', 'SIGSTOP member 0']
             # ...and for a member to catch up and get its sessions back.
             for kind in kinds:
-                needs[kind] = needs[kind.split(' member')[0]] + 3.0
+                needs[kind] = needs[kind.split(' member')[0]] + PROBE_INTERVAL + 3.0
         deadline = self.started + options.seconds
         next_fault = self.started + min(2.0, options.seconds / 4.0)
         count = 0
@@ -268,6 +269,11 @@ class Soak(object):
             self.junked.append((client, client.epoch, label))
             kind = 'junk record'
         self.faults.append((kind, began, time.time()))
+        if self.options.pair and kind != 'junk record':
+            # One member at a time: the next fault waits until this one is
+            # over (replicating both ways, and seen by the app's watcher).
+            self.stack.pair.wait_replicating()
+            time.sleep(PROBE_INTERVAL + 1.0)
 
     def tyrant_ports(self):
         if self.options.pair:

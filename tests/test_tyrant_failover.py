@@ -10,6 +10,7 @@ project from a pair under 16 clients while the members fail in turn.
 """
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -25,7 +26,7 @@ from pair_support import DualMaster, raw_get, raw_put, wait_for_value
 from pylons_tcjson_template import tyrant
 from pylons_tcjson_template.devtyrant.launcher import end_process, free_port
 from test_faults_support import Load, make_project, put_ini_value
-from test_template_support import PASTER, Served, wait_for_port
+from test_template_support import PASTER, Served, run, wait_for_port
 
 CONNECT_TIMEOUT, IO_TIMEOUT = 0.5, 1.0
 # A restarted member asks for its partner's log ~2 s after it reconnects;
@@ -397,3 +398,17 @@ def test_paster_tyrant_refuses_a_url_the_application_would_refuse(project):
     output = process.communicate()[0]
     assert process.returncode != 0
     assert 'IPv6 address: Tokyo Tyrant 1.1.41 serves and replicates over IPv4 only' in output
+
+
+def test_the_soak_in_pair_mode_reports_no_loss(tmpdir):
+    soak = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        'soak', 'run.py')
+    code, output = run([sys.executable, soak, '--pair', '--seconds', '16', '--fault-every',
+                        '0.5', '--clients', '8', '--dir', str(tmpdir)], tmpdir, timeout=150)
+    assert code == 0 and output.rstrip().endswith('result: PASS'), output
+    # A fault waits for the pair to recover from the one before (seconds):
+    # the served-pair test above goes through a whole cycle.
+    assert 'kill -9 member 0: 1' in output, output
+    assert re.search(r'^failed requests not in flight on a failing member: 0; sessions '
+                     r'whose members differ: 0$', output, re.M), output
+    assert re.search(r'^sessions verified intact: (\d+)/\1$', output, re.M), output
