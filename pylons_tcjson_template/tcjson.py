@@ -30,8 +30,8 @@ converted, bad values are a ConfigError at startup)::
     timeout          = (none)          Beaker's: seconds a session may be idle
     refresh_interval = min(60, timeout/10)  seconds; see "Expiry" below
     connect_timeout  = 1.0             seconds to open a connection
-    io_timeout       = 2.0             seconds to wait for any answer; also
-                                       the lifetime of a session's lock
+    io_timeout       = 2.0             seconds to wait for any answer, or
+                                       for a session's lock
     pool_size        = 10              connections per server per process
     max_session_size = 1048576         bytes of JSON a session record may
                                        have, checked on save and on load
@@ -394,6 +394,10 @@ class TyrantNamespaceManager(NamespaceManager):
         self.servers = get_servers(url, connect_timeout, io_timeout, pool_size)
         self.pool = self.servers.for_key(_bytes(namespace))
         self.io_timeout = pool_option('io_timeout', io_timeout, float)
+        # A session lock outlives a request that waited out one server and
+        # went on to its partner (connect + io there, io here).
+        self.lock_seconds = pool_option('connect_timeout', connect_timeout, float) \
+            + 2 * self.io_timeout
         self.prefix = _bytes(prefix if prefix is not None else DEFAULT_PREFIX)
         try:
             self.max_session_size = int(max_session_size or MAX_SESSION_SIZE)
@@ -531,11 +535,13 @@ class TyrantSession(Session):
     nothing: a slower request of the same session, still running, cannot
     bring a logged-out session back.
 
-    The lock is a record with an expiry of ``io_timeout`` seconds.  One left
-    by a crashed process delays that session's writes by at most that long,
+    The lock is a record that expires ``connect_timeout + 2 * io_timeout``
+    seconds after it was taken (5 s with the defaults): long enough for a
+    request whose server failed over to its partner mid-save.  One left by
+    a crashed process delays that session's writes by at most that long,
     then is taken over; a request that cannot get the lock within
-    ``io_timeout`` raises TyrantUnavailable, having written nothing.  The
-    hosts' clocks must agree to well within ``io_timeout``.
+    ``io_timeout`` raises TyrantUnavailable (the 503 page), having written
+    nothing.  The hosts' clocks must agree to well within ``io_timeout``.
     """
 
     def __init__(self, request, refresh_interval=None, session_class=None, **options):
@@ -781,11 +787,12 @@ def _clear_if_dead(pool, key):
 class SessionLock(object):
     """The write lock of one session, held for one round trip: taken
     together with a re-read of the record, released together with the
-    write.  It expires after io_timeout seconds."""
+    write.  It expires after manager.lock_seconds; waiting for it is
+    bounded by io_timeout."""
 
     def __init__(self, manager):
         self.pool, self.key = manager.pool, manager.lock_key('session')
-        self.seconds = manager.io_timeout
+        self.wait, self.lifetime = manager.io_timeout, manager.lock_seconds
         self.expires = 0.0
 
     def acquire_and_get(self, record_key):
@@ -793,10 +800,10 @@ class SessionLock(object):
         another request holds the lock, retry with short, growing pauses.
         Returns the record's bytes (None: no record)."""
         owner = _new_owner()
-        deadline = time.time() + self.seconds
+        deadline = time.time() + self.wait
         pause = 0.001
         while True:
-            self.expires = time.time() + self.seconds
+            self.expires = time.time() + self.lifetime
             taken, record = self.pool.pipeline(
                 ('putkeep', self.key, _lock_value(self.expires, owner)), ('get', record_key))
             if taken is None:
@@ -806,7 +813,7 @@ class SessionLock(object):
             now = time.time()
             if now >= deadline:
                 raise TyrantUnavailable(self.pool.url, 'the session stayed locked by another '
-                                        'request for io_timeout=%gs' % self.seconds)
+                                        'request for io_timeout=%gs' % self.wait)
             time.sleep(min(pause, deadline - now))
             pause = min(pause * 2, 0.05)
 

@@ -517,3 +517,20 @@ def test_cookie_attributes_never_come_from_a_record(tyrant, call):
     if call in ('/regenerate', '/delete'):          # the calls that send a cookie
         assert 'Path=/app' in cookies
     assert not any(name.lower() == 'x-injected' for name, _ in reply.headerlist)
+
+
+def test_a_session_lock_outlives_a_failover_but_not_a_minute(tyrant):
+    """The lock a save takes expires connect_timeout + 2 * io_timeout after
+    it was taken: a save that waited out one server and went to its
+    partner still holds it; a crashed holder blocks for seconds only."""
+    sid = session_app(tyrant.url).get('/inc').json['id']
+    manager = tcjson.TyrantNamespaceManager(sid, url=tyrant.url, connect_timeout='0.5',
+                                            io_timeout='1.5')
+    lock = tcjson.SessionLock(manager)
+    taken = time.time()
+    assert lock.acquire_and_get(manager.record_key('session')) is not None
+    held = stored(tyrant, manager.lock_key('session'))
+    lock.release()
+    assert held['tcjson'] == 'lock'
+    assert held['_expires'] == pytest.approx(taken + 0.5 + 2 * 1.5, abs=0.1)
+    assert raw(tyrant, manager.lock_key('session')) is None
