@@ -124,7 +124,8 @@ class PylonsTcjsonTemplate(Template):
 
     vars = [
         var('tyrant_url', 'host:port of the Tokyo Tyrant server holding '
-            'the sessions', default='127.0.0.1:1978'),
+            'the sessions (several: a1:1978|a2:1978;b1:1978, see README)',
+            default='127.0.0.1:1978'),
         var('session_prefix', 'Prefix of every session key in Tyrant',
             default='<package>:session:'),
         var('session_timeout', 'Seconds of inactivity before a session '
