@@ -266,6 +266,21 @@ def parse_args(argv):
     return args
 
 
+def write_report(path, text):
+    """Write the report to `path`, keeping the sections other scripts put
+    there (bench/pairs.py adds "## Several servers"): every "## " section
+    of the old file whose heading this report does not have goes after it."""
+    kept = []
+    if os.path.exists(path):
+        with io.open(path, encoding='utf-8') as old:
+            sections = old.read().split(u'\n## ')[1:]
+        own = set(line for line in text.splitlines() if line.startswith(u'## '))
+        kept = [section.rstrip(u'\n') for section in sections
+                if u'## ' + section.split(u'\n', 1)[0] not in own]
+    with io.open(path, 'w', encoding='utf-8') as out:
+        out.write(u'\n\n'.join([text.rstrip(u'\n')] + [u'## ' + s for s in kept]) + u'\n')
+
+
 def _exit_on_sigterm(signum, frame):
     # Turn SIGTERM (e.g. from `timeout`) into SystemExit so that the
     # finally clauses stop every server this run started.
@@ -337,8 +352,7 @@ def main(argv=None):
             print('\n==== cProfile: %s / %s / %s ====\n%s'
                   % (row['backend'], row['size'], row['kind'], row['profile']))
     if args.out != '-':
-        with io.open(args.out, 'w', encoding='utf-8') as out:
-            out.write(text)
+        write_report(args.out, text)
         progress('report written to %s' % args.out)
     return 0
 

@@ -159,3 +159,18 @@ def test_scale_part_reports_purge(quick_run):
         # those belong to other modules, whose own tests cover them.
         pytest.skip(notes[0])
     assert '| 1000 |' in stdout and '| 3000 |' in stdout
+
+
+def test_report_keeps_the_sections_other_scripts_wrote(tmpdir):
+    import run
+    path = str(tmpdir.join('RESULTS.md'))
+    with io.open(path, 'w', encoding='utf-8') as old:
+        old.write(u'# Session backend benchmark\n\n## 1. Old part\n\nold rows\n\n'
+                  u'## Several servers (bench/pairs.py)\n\n| pair | 1 |\n')
+    new = u'# Session backend benchmark\n\n## 1. Old part\n\nnew rows\n'
+    run.write_report(path, new)
+    run.write_report(path, new)                      # twice: still one copy
+    with io.open(path, encoding='utf-8') as written:
+        assert written.read() == (u'# Session backend benchmark\n\n## 1. Old part\n\n'
+                                  u'new rows\n\n## Several servers (bench/pairs.py)\n\n'
+                                  u'| pair | 1 |\n')
