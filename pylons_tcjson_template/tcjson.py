@@ -86,8 +86,8 @@ raises ``UnreadableRecord`` on load and is left as it is; the generated
 application answers it with a 400 page and a fresh cookie.
 
 Type rules: None, bool, int, long, finite float, unicode, UTF-8 str, list,
-tuple and dict with string keys, nested.  Values come back as JSON gives
-them: str as unicode, tuples as lists (Beaker's cache tuples and WebHelpers
+tuple and dict with string keys, nested.  Values come back as simplejson
+gives them: ASCII strings as str, the others as unicode, tuples as lists (Beaker's cache tuples and WebHelpers
 flash messages, which are (category, message) tuples, work unchanged).
 Anything else (datetime, set, Decimal, non-UTF-8 bytes, objects) raises
 ``UnstorableValue`` naming the key and type, before anything is sent: the
@@ -109,6 +109,7 @@ from __future__ import absolute_import
 import optparse
 import os
 import socket
+import string
 import sys
 import time
 import uuid
@@ -281,50 +282,61 @@ def _finite_float(text):
     return number
 
 
-def _no_constant(name):
-    raise ValueError('%s is not JSON' % name)
+# simplejson's C scanner refuses NaN and Infinity, and integers of more than
+# a few thousand digits (whose conversion would hold the GIL for seconds).
+# Only a float can still go wrong: 1e999 parses as inf.
+_DECODER = json.JSONDecoder(parse_float=_finite_float)
+
+# For _check_shape: every byte but brackets, commas and quotes; and the
+# brackets made one kind, the commas dropped.
+_NOT_STRUCTURE = ''.join(chr(byte) for byte in range(256) if chr(byte) not in '[]{},"')
+_ONE_KIND = string.maketrans('{}', '[]')
 
 
-# simplejson also refuses integers of more than a few thousand digits, whose
-# conversion would hold the GIL for seconds.
-_DECODER = json.JSONDecoder(parse_float=_finite_float, parse_constant=_no_constant)
-
-
-def _check_shape(value):
-    """ValueError unless `value` nests at most MAX_DEPTH deep and holds at
-    most MAX_VALUES values.  Iterative: a deep value cannot overflow the
-    stack here, and later code (comparing, encoding) never meets one."""
-    count, stack = 1, [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        children = item.itervalues() if isinstance(item, dict) else item
+def _check_shape(raw):
+    """ValueError unless the JSON text `raw` nests at most MAX_DEPTH deep
+    and holds at most MAX_VALUES values, found from its brackets and
+    commas before anything is parsed, by string operations that run in C:
+    parsing a hostile record is the cost this avoids, and walking a parsed
+    one in Python cost more than parsing it."""
+    # Escaped backslashes and quotes are string content; then keep only the
+    # structure; two adjacent quotes enclose nothing; what is still between
+    # quotes is inside strings.
+    text = raw.replace('\\\\', '').replace('\\"', '').translate(None, _NOT_STRUCTURE)
+    text = text.replace('""', '')
+    if '"' in text:
+        text = ''.join(text.split('"')[::2])
+    brackets = text.translate(_ONE_KIND, ',')
+    # A container of k values has k - 1 commas: values <= commas + containers + 1.
+    if len(text) - len(brackets) + len(brackets) // 2 + 1 > MAX_VALUES:
+        raise ValueError('more than %d values' % MAX_VALUES)
+    depth = 0
+    while brackets:                                     # one level gone per pass
+        depth += 1
         if depth > MAX_DEPTH:
             raise ValueError('nested deeper than %d' % MAX_DEPTH)
-        for child in children:
-            count += 1
-            if isinstance(child, (dict, list)):
-                stack.append((child, depth + 1))
-        if count > MAX_VALUES:
-            raise ValueError('more than %d values' % MAX_VALUES)
+        inner = brackets.replace('[]', '')
+        if len(inner) == len(brackets):
+            return                                      # unbalanced: the parser says why
+        brackets = inner
 
 
 def parse_json(raw, max_size=None):
     """JSON bytes read from Tyrant -> value.  ValueError says why they are
-    refused: over `max_size` bytes, not UTF-8 JSON, a float out of range,
-    too deep, too many values."""
+    refused: over `max_size` bytes, too deep, too many values, not UTF-8
+    JSON, a float out of range."""
     if max_size is not None and len(raw) > max_size:
         raise ValueError('%d bytes, over max_session_size=%d' % (len(raw), max_size))
+    _check_shape(raw)
+    if raw[:3] == '\xef\xbb\xbf':              # a byte order mark from another writer
+        raw = raw[3:]
     try:
-        text = raw.decode('utf-8')
-    except UnicodeDecodeError as exc:
-        raise ValueError('not UTF-8 (%s)' % exc)
-    try:
-        value = _DECODER.decode(text[1:] if text[:1] == u'\ufeff' else text)
+        # Bytes, not text: simplejson parses them twice as fast, giving
+        # ASCII strings as str and the others as unicode (bad UTF-8 is a
+        # ValueError too).
+        return _DECODER.decode(raw)
     except RuntimeError:                     # the C parser's recursion guard
         raise ValueError('nested too deeply')
-    if isinstance(value, (dict, list)):
-        _check_shape(value)
-    return value
 
 
 def _is_time(value):
@@ -690,7 +702,7 @@ class TyrantSession(Session):
         the session's lock: two round trips."""
         manager = self.namespace
         record_key = manager.record_key('session')
-        lock = SessionLock(manager)
+        lock = session_lock(manager)
         current = lock.acquire_and_get(record_key)
         try:
             if current is None:
@@ -719,7 +731,7 @@ class TyrantSession(Session):
         if self._loaded_raw is None:
             return
         manager = self.namespace
-        lock = SessionLock(manager)
+        lock = session_lock(manager)
         lock.acquire_and_get(manager.record_key('session'))
         lock.release_after(('out', manager.record_key('session')))
         self._loaded_raw = None
@@ -784,15 +796,16 @@ def _clear_if_dead(pool, key):
     return True
 
 
-class SessionLock(object):
-    """The write lock of one session, held for one round trip: taken
-    together with a re-read of the record, released together with the
-    write.  It expires after manager.lock_seconds; waiting for it is
-    bounded by io_timeout."""
+class RecordLock(object):
+    """A lock held for one round trip: taken together with a read of the
+    record it guards, released together with the write.  A session's write
+    lock is one (session_lock); user_sessions.py uses others.  Waiting for
+    it is bounded by `wait` seconds; it expires `lifetime` seconds after it
+    was taken."""
 
-    def __init__(self, manager):
-        self.pool, self.key = manager.pool, manager.lock_key('session')
-        self.wait, self.lifetime = manager.io_timeout, manager.lock_seconds
+    def __init__(self, pool, key, wait, lifetime=None):
+        self.pool, self.key = pool, key
+        self.wait, self.lifetime = wait, lifetime or wait
         self.expires = 0.0
 
     def acquire_and_get(self, record_key):
@@ -812,7 +825,7 @@ class SessionLock(object):
                 continue
             now = time.time()
             if now >= deadline:
-                raise TyrantUnavailable(self.pool.url, 'the session stayed locked by another '
+                raise TyrantUnavailable(self.pool.url, 'a lock stayed taken by another '
                                         'request for io_timeout=%gs' % self.wait)
             time.sleep(min(pause, deadline - now))
             pause = min(pause * 2, 0.05)
@@ -823,15 +836,22 @@ class SessionLock(object):
         except pytyrant.TyrantError:
             pass
 
-    def release_after(self, command):
-        """Send `command` (the write) and the unlock in one round trip, if
+    def release_after(self, *commands):
+        """Send `commands` (the write) and the unlock in one round trip, if
         the lock is still ours: past its expiry another request may hold
         it, and writing then could undo that request's change."""
         if time.time() >= self.expires:
-            raise TyrantUnavailable(self.pool.url, 'the session lock expired before the '
-                                    'write (the server answered too slowly); nothing was '
-                                    'written')
-        self.pool.pipeline(command, ('out', self.key))
+            raise TyrantUnavailable(self.pool.url, 'a lock expired before the write (the '
+                                    'server answered too slowly); nothing was written')
+        self.pool.pipeline(*(commands + (('out', self.key),)))
+
+
+def session_lock(manager):
+    """The write lock of the session whose manager this is: the record
+    ``<prefix>lock:<id>:session``, waited for at most io_timeout, living
+    connect_timeout + 2 * io_timeout (see TyrantSession)."""
+    return RecordLock(manager.pool, manager.lock_key('session'), manager.io_timeout,
+                      manager.lock_seconds)
 
 
 class TyrantLock(SynchronizerImpl):

@@ -109,7 +109,7 @@ from collections import namedtuple
 import pytyrant
 
 from . import tcjson
-from .tcjson import TyrantUnavailable, _bytes
+from .tcjson import _bytes
 
 USER_KEY = 'user'             # the session key holding the signed-in user's id
 MAX_USER_ID = 256             # characters of a user id
@@ -194,24 +194,6 @@ def _value(answer):
     return None if isinstance(answer, pytyrant.TyrantError) else answer
 
 
-class _KeyLock(tcjson.SessionLock):
-    """tcjson's session lock on any key: the same record, expiry, waiting
-    and take-over of a dead holder's lock."""
-
-    def __init__(self, pool, key, seconds):
-        self.pool, self.key, self.seconds = pool, key, seconds
-        self.expires = 0.0
-
-    def release_with(self, *commands):
-        """Send `commands` and the unlock in one round trip, if the lock
-        is still ours (see SessionLock.release_after)."""
-        if time.time() >= self.expires:
-            raise TyrantUnavailable(self.pool.url, 'the index lock expired before the '
-                                    'write (the server answered too slowly); nothing was '
-                                    'written')
-        self.pool.pipeline(*(commands + (('out', self.key),)))
-
-
 class _Index(object):
     """The keys of one user's index and the server holding them."""
 
@@ -238,7 +220,7 @@ class _Index(object):
                for entry in map(_parse_entry, _index_lines(raw))):
             lock.release()
         else:
-            lock.release_with(('putcat', self.key, line))
+            lock.release_after(('putcat', self.key, line))
 
     def read(self):
         try:
@@ -249,7 +231,7 @@ class _Index(object):
     def begin_rewrite(self):
         """Take the lock and read the index in one round trip: (lock, the
         index's bytes or None)."""
-        lock = _KeyLock(self.pool, self.lock_key, self.io_timeout)
+        lock = tcjson.RecordLock(self.pool, self.lock_key, self.io_timeout)
         return lock, lock.acquire_and_get(self.key)
 
     def finish_rewrite(self, lock, lines):
@@ -259,7 +241,7 @@ class _Index(object):
             else ('out', self.key)
         mark = tcjson._dumps({'tcjson': 'pruned', 'owner': tcjson._new_owner(),
                               '_expires': round(time.time() + MARK_SECONDS, 3)})
-        lock.release_with(write, ('put', self.mark_key, mark))
+        lock.release_after(write, ('put', self.mark_key, mark))
 
     def drop(self, session_ids):
         """Remove the entries of `session_ids` (an empty index is deleted).
@@ -422,7 +404,7 @@ class UserSessions(object):
         return busy
 
     def _delete_one(self, pool, session_id):
-        lock = _KeyLock(pool, self.session_lock_key(session_id), self.io_timeout)
+        lock = tcjson.RecordLock(pool, self.session_lock_key(session_id), self.io_timeout)
         lock.acquire_and_get(self.record_key(session_id))
         lock.release_after(('out', self.record_key(session_id)))
 
