@@ -685,7 +685,11 @@ class TyrantSession(Session):
     def _changes(self):
         """(the record as loaded, {key: value} set since, keys deleted since).
         Time and cookie fields are not the request's changes."""
-        snapshot = self._decode(self._loaded_raw)       # a fresh copy of what was read
+        # A fresh copy of what was read: checked at load already, so only
+        # parsed (and, if encrypted, opened) again.
+        snapshot = _DECODER.decode(self._loaded_raw.lstrip('\xef\xbb\xbf'))
+        if 'tcjson' in snapshot:
+            snapshot = self._open_envelope(snapshot)
         skip = TIME_FIELDS + COOKIE_FIELDS
         changed = {}
         for key, value in self.iteritems():
