@@ -133,17 +133,23 @@ def test_inside_a_pair_each_key_prefers_one_member_and_load_is_spread():
 
 # ---- live servers: two shards
 
-def test_sessions_land_on_their_shard_and_each_shard_is_purged_once(tyrant_factory):
-    first, second = tyrant_factory(), tyrant_factory()
-    url = '%s;%s' % (first.url, second.url)
-    servers = tyrant.get_servers(url)
-    ids = session_ids(200)
-    now = time.time()
+def store_half_expired_sessions(url, count):
+    """`count` session records under 'app:' through the backend's own
+    routing, every other one expired; returns their ids."""
+    ids, now = session_ids(count), time.time()
     for index, sid in enumerate(ids):
         nsm = tcjson.TyrantNamespaceManager(sid, url=url, prefix='app:')
         expires = now - 10 if index % 2 else now + 3600
         nsm.pool.request('put', nsm.record_key('session'),
                          '{"_accessed_time": %f, "_expires": %f}' % (now, expires))
+    return ids
+
+
+def test_sessions_land_on_their_shard_and_each_shard_is_purged_once(tyrant_factory):
+    first, second = tyrant_factory(), tyrant_factory()
+    url = '%s;%s' % (first.url, second.url)
+    servers = tyrant.get_servers(url)
+    ids = store_half_expired_sessions(url, 200)
     expected = [[sid for sid in ids if servers.shard_index(sid) == shard] for shard in (0, 1)]
     for server, own in zip((first, second), expected):
         keys = tyrant.get_pool(server.url).request('fwmkeys', 'app:', 1000)
@@ -198,13 +204,7 @@ def test_two_pairs_hold_each_session_on_both_members_of_its_shard_and_purge_each
         two_pairs):
     url = ';'.join(pair.url for pair in two_pairs)
     servers = tyrant.get_servers(url)
-    ids = session_ids(100)
-    now = time.time()
-    for index, sid in enumerate(ids):
-        nsm = tcjson.TyrantNamespaceManager(sid, url=url, prefix='app:')
-        expires = now - 10 if index % 2 else now + 3600
-        nsm.pool.request('put', nsm.record_key('session'),
-                         '{"_accessed_time": %f, "_expires": %f}' % (now, expires))
+    ids = store_half_expired_sessions(url, 100)
     for shard, pair in enumerate(two_pairs):
         own = set('app:%s:session' % sid for sid in ids if servers.shard_index(sid) == shard)
         assert 25 < len(own) < 75
