@@ -14,14 +14,13 @@ import re
 import socket
 import time
 import urllib
-from HTMLParser import HTMLParser
 
 import pytyrant
 
 from pylons_tcjson_template.devtyrant.launcher import TyrantProcess, free_port
-from test_template_support import Served, develop_install, generate, set_ini_value
+from test_template_support import (Served, develop_install, form_token, generate,
+                                   page_value, set_ini_value)
 
-unescape = HTMLParser().unescape
 CLOCK_TICKS = float(os.sysconf('SC_CLK_TCK'))
 
 
@@ -184,9 +183,6 @@ def sign_cookie_value(secret, value):
     return hmac.new(secret, value, hashlib.sha1).hexdigest() + value
 
 
-def page_value(page, element_id):
-    match = re.search(r'id="%s"[^>]*>([^<]*)<' % element_id, page)
-    return unescape(match.group(1).decode('utf-8')) if match else None
 
 
 class Response(object):
@@ -232,7 +228,6 @@ def http_request(port, method, path, headers=None, body=None, timeout=30.0):
         conn.close()
 
 
-CSRF_FIELD = re.compile(r'<input name="_authentication_token" type="hidden" value="([^"]*)"')
 
 
 class SessionClient(object):
@@ -263,9 +258,9 @@ class SessionClient(object):
         body = urllib.urlencode(form) if form is not None else None
         response = http_request(self.port, method, path, headers, body, self.timeout)
         self._remember(response)
-        found = CSRF_FIELD.search(response.body or '')
-        if found:
-            self.token = found.group(1)
+        token = form_token(response.body or '')
+        if token:
+            self.token = token
         return response
 
     def get(self, path='/session'):

@@ -23,8 +23,9 @@ import pytest
 import pytyrant
 
 from pylons_tcjson_template.devtyrant.launcher import TyrantProcess, free_port
-from test_template_project import Browser, value
-from test_template_support import Served, develop_install, generate, set_ini_value
+from test_template_project import Browser
+from test_template_support import (Served, develop_install, generate, page_value,
+                                   set_ini_value)
 
 PYTHON3 = find_executable('python3')
 NODE = find_executable('node')
@@ -158,7 +159,7 @@ def store_through_the_page(browser, key, text):
 
 def record_shown(page):
     """The record as the session page shows it (the state before the request)."""
-    return json.loads(value(page, 'raw'))
+    return json.loads(page_value(page, 'raw'))
 
 
 @each_example
@@ -169,7 +170,7 @@ def test_example_reads_what_the_app_wrote(app, example):
     code, out, err = run_example(app, example, header, 'get')
     assert code == 0, err
     record = json.loads(out)
-    assert record['colour'] == 'blue' and record['visits'] == int(value(page, 'visits'))
+    assert record['colour'] == 'blue' and record['visits'] == int(page_value(page, 'visits'))
     assert record['_expires'] > time.time() + 800                # session_timeout=900
     # The app changes the session again: the example sees the change.
     store_through_the_page(browser, 'colour', '"green"')
@@ -192,7 +193,7 @@ def test_value_set_by_example_shows_on_the_page(app, example):
     record = record_shown(page)
     assert record[key] == {'lang': example, 'n': 7, 'ok': True}
     assert record['kept'] == [1, 2]                              # nothing else lost
-    assert record['visits'] == int(value(page, 'visits')) - 1   # the raw record is one behind
+    assert record['visits'] == int(page_value(page, 'visits')) - 1   # the raw record is one behind
     # The app saved the session after loading it: the value stays.
     assert record_shown(browser.get('/session')[1])[key]['lang'] == example
     assert app.client().get(app.lock_key(session_id)) is None    # lock released

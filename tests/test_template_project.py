@@ -10,16 +10,13 @@ import sys
 import time
 import urllib
 import urllib2
-from HTMLParser import HTMLParser
 
 import pytest
 import pytyrant
 
 from pylons_tcjson_template.devtyrant.launcher import end_process, free_port
-from test_template_support import (NOSETESTS, PASTER, Served, develop_install,
-                                   generate, run, wait_for_port)
-
-unescape = HTMLParser().unescape
+from test_template_support import (CSRF_FIELD, NOSETESTS, PASTER, Served, develop_install,
+                                   form_token, generate, page_value, run, wait_for_port)
 
 
 @pytest.fixture(scope='module')
@@ -54,13 +51,6 @@ class PasterTyrant(object):
         return end_process(self.process, signum, timeout=15)
 
 
-TOKEN = '_authentication_token'
-
-
-def form_token(page):
-    """The CSRF token in the forms of a page of the sample."""
-    match = re.search(r'<input name="%s" type="hidden" value="([^"]*)"' % TOKEN, page)
-    return match.group(1) if match else None
 
 
 class Browser(object):
@@ -91,17 +81,14 @@ class Browser(object):
     def post(self, path, **data):
         token = form_token(self.page)
         if token:
-            data.setdefault(TOKEN, token)
+            data.setdefault(CSRF_FIELD, token)
         return self.request(path, data)
 
 
-def value(page, element_id):
-    match = re.search(r'id="%s"[^>]*>([^<]*)<' % element_id, page)
-    return unescape(match.group(1).decode('utf-8')) if match else None
 
 
 def visits(page):
-    return int(value(page, 'visits'))
+    return int(page_value(page, 'visits'))
 
 
 def test_generated_project_tests_pass(project):
@@ -136,9 +123,9 @@ def test_served_over_http_sessions_survive_restarts(project, tmpdir):
         code, page, _ = browser.post('/session/set', key='n', value='7', kind='json')
         assert code == 200 and 'a JSON number' in page
         code, page, _ = browser.post('/session/set', key='s', value='x y', kind='string')
-        key = value(page, 'record-key')
+        key = page_value(page, 'record-key')
         assert key.startswith('liveapp:session:') and key.endswith(':session')
-        record = json.loads(value(page, 'raw'))
+        record = json.loads(page_value(page, 'raw'))
         assert record['n'] == 7 and record['s'] == 'x y'
         assert record['_expires'] > time.time() + 800      # session_timeout=900
         count = visits(page)
@@ -157,7 +144,7 @@ def test_served_over_http_sessions_survive_restarts(project, tmpdir):
         count += 1
         code, page, _ = browser.get('/session')
         assert visits(page) == count
-        assert json.loads(value(page, 'raw'))['n'] == 7
+        assert json.loads(page_value(page, 'raw'))['n'] == 7
 
         # The record as any Tyrant client sees it.
         client = pytyrant.PyTyrant.open('127.0.0.1', tyrant_port)
@@ -177,15 +164,15 @@ def test_served_over_http_sessions_survive_restarts(project, tmpdir):
         assert stolen_token
         forged = Browser(served.url)
         code, page, headers = forged.request(
-            '/session/login', {'name': 'mallory', TOKEN: stolen_token},
+            '/session/login', {'name': 'mallory', CSRF_FIELD: stolen_token},
             {'Origin': 'http://attacker.example'})
         assert code == 403 and headers.getheader('Set-Cookie') is None, page
         code, page, headers = forged.request(
-            '/session/login', {'name': 'mallory', TOKEN: stolen_token})
+            '/session/login', {'name': 'mallory', CSRF_FIELD: stolen_token})
         assert code == 403 and headers.getheader('Set-Cookie') is None, page
         count += 1
         code, page, _ = browser.get('/session')
-        assert visits(page) == count and value(page, 'user') is None
+        assert visits(page) == count and page_value(page, 'user') is None
 
         # Logout deletes the record.
         code, page, _ = browser.post('/session/logout')

@@ -7,11 +7,13 @@ amounts to (the directory holds the .egg-info that pkg_resources and
 paster look for).  So parallel runs cannot disturb each other or the venv.
 """
 import os
+import re
 import select
 import signal
 import subprocess
 import sys
 import time
+from HTMLParser import HTMLParser
 
 from pylons_tcjson_template.devtyrant import launcher
 from pylons_tcjson_template.devtyrant.launcher import end_process
@@ -148,3 +150,21 @@ def set_ini_value(path, section, option, value):
             done = True
     assert done, (path, section, option)
     open(path, 'w').write(''.join(lines))
+
+
+# ---------------------------------------------------------- reading pages
+
+CSRF_FIELD = '_authentication_token'      # the sample's forms carry it (lib/csrf.py)
+_unescape = HTMLParser().unescape
+
+
+def page_value(page, element_id):
+    """The text of the element with this id in a page of the sample."""
+    match = re.search(r'id="%s"[^>]*>([^<]*)<' % element_id, page)
+    return _unescape(match.group(1).decode('utf-8')) if match else None
+
+
+def form_token(page):
+    """The CSRF token in the forms of a page of the sample."""
+    match = re.search(r'<input name="%s" type="hidden" value="([^"]*)"' % CSRF_FIELD, page)
+    return match.group(1) if match else None
