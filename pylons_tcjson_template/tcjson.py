@@ -2,8 +2,9 @@
 
 Any Tyrant client plus any JSON parser (Java, Perl, Ruby, Node...) can read
 a session this module wrote.  Imports only the stdlib, beaker, pytyrant,
-simplejson and its sibling ``tyrant.py`` (connections to the servers), so
-the two can be copied into a project as ``<package>/lib/``.
+simplejson and its siblings ``tyrant.py`` (connections to the servers) and,
+in purge only, ``user_sessions.py`` (sessions per user), so the three are
+copied into a project as ``<package>/lib/``.
 
 Setup (config/environment.py and config/middleware.py)::
 
@@ -16,10 +17,11 @@ Setup (config/environment.py and config/middleware.py)::
 safe and cheap over Tyrant (see its docstring): ``save()``,
 ``invalidate()``, ``regenerate_id()``, ``delete()`` and ``timeout`` do what
 Beaker documents, a request that only reads the session costs one
-command, and concurrent requests of one session lose no change.  It always
-stores JSON and never turns a load error into a new session (Beaker's
-``invalidate_corrupt``): an outage is ``TyrantUnavailable`` (a 503 page in
-the generated app), never a silent logout.
+command, and concurrent requests of one session keep each other's changes
+(for one key, the last writer wins).  It always stores JSON and never
+turns a load error into a new session (Beaker's ``invalidate_corrupt``):
+an outage is ``TyrantUnavailable`` (a 503 page in the generated app),
+never a silent logout.
 
 INI options (``beaker.session.*`` or ``beaker.cache.*``; strings are
 converted, bad values are a ConfigError at startup)::
