@@ -758,10 +758,13 @@ class TyrantSession(Session):
 
     def regenerate_id(self):
         """Delete the record under the old id now; the data is written under
-        the new id when the response starts."""
+        the new id when the response starts.  A session signed in through
+        user_sessions.py has the new id added to its user's index."""
         self._destroy_stored()
         Session.regenerate_id(self)
         self.namespace = self._manager()
+        from .user_sessions import add_new_id        # it imports this module
+        add_new_id(self)
 
 
 # -------------------------------------------------------------------- locks

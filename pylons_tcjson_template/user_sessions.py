@@ -5,12 +5,9 @@ In the login action, after checking the password::
 
     user_sessions.sign_in(session, user_id, detail={'agent': request.user_agent})
 
-for any other change of a signed-in session's id, instead of
-``session.regenerate_id()`` (the index must learn the new id)::
-
-    user_sessions.regenerate_id(session, detail={'agent': request.user_agent})
-
-and in the pages that manage a user's sessions::
+Later changes of a signed-in session's id are Beaker's own
+``session.regenerate_id()``: TyrantSession tells this module (add_new_id),
+and the user's index learns the new id.  And in the pages that manage a user's sessions::
 
     user_sessions.list_sessions(session)        # SessionInfo of each, this one marked
     user_sessions.sign_out_session(session, handle)
@@ -112,6 +109,7 @@ from . import tcjson
 from .tcjson import _bytes
 
 USER_KEY = 'user'             # the session key holding the signed-in user's id
+DETAIL_KEY = 'sign_in_detail'  # ...and what sign_in recorded with it (non-secret)
 MAX_USER_ID = 256             # characters of a user id
 MAX_DETAIL = 200              # characters kept of each detail string
 MAX_DETAILS = 8               # detail values per sign-in
@@ -496,25 +494,33 @@ def signed_in_user(session):
 def sign_in(session, user_id, detail=None):
     """Sign `session` in as `user_id`: a new session id (against session
     fixation; the old record is deleted), the sign-in appended to the
-    user's index, the user id stored in the session.  `detail`: a few
-    short, non-secret strings to show later, e.g. {'agent': user agent}."""
+    user's index, the user id and `detail` stored in the session.
+    `detail`: a few short, non-secret strings to show later, e.g.
+    {'agent': user agent}."""
     store = UserSessions.of_session(session)
     escape_user_id(user_id)                         # a bad id fails before anything changes
+    # Whoever was signed in before keeps no claim on the new id.
+    for key in (USER_KEY, DETAIL_KEY):
+        session.pop(key, None)
     session.regenerate_id()
     store.add(user_id, session.id, detail)
     session[USER_KEY] = user_id
+    if detail:
+        session[DETAIL_KEY] = detail
     session.save()
 
 
-def regenerate_id(session, detail=None):
-    """``session.regenerate_id()`` for a session that may be signed in:
-    the new id goes into the user's index too (with `detail`), or listing
-    and revoking would no longer see this session.  Change the id of a
-    signed-in session only this way (sign_in does it itself)."""
-    session.regenerate_id()
+def add_new_id(session):
+    """TyrantSession.regenerate_id() calls this after giving a session a new
+    id: a signed-in session's new id goes into its user's index, with the
+    detail of its sign-in, so that Beaker's own ``session.regenerate_id()``
+    keeps listing and "sign out everywhere" complete.  No I/O for a session
+    nobody is signed in to."""
     user_id = signed_in_user(session)
-    if user_id is not None:
-        UserSessions.of_session(session).add(user_id, session.id, detail)
+    if isinstance(user_id, basestring) and user_id:
+        detail = session.get(DETAIL_KEY)
+        UserSessions.of_session(session).add(user_id, session.id,
+                                             detail if isinstance(detail, dict) else None)
 
 
 def list_sessions(session):

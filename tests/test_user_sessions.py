@@ -461,11 +461,23 @@ def test_a_new_id_for_a_signed_in_session_is_added_to_the_index(tyrant):
     app = user_app(tyrant.url)
     (alice,), (old_id,) = signed_in(app, 'alice', 1)
     session = tyrant_session(tyrant, old_id)
-    user_sessions.regenerate_id(session, {'agent': 'same browser'})
+    session.regenerate_id()                          # Beaker's own call
     session.save()
     store = UserSessions.from_config(tyrant.url)
     listed = store.sessions('alice', now=time.time() + LATER)
+    # The new id is listed with what its sign-in recorded.
     assert [(info.id, info.detail) for info in listed] == [(session.id,
-                                                             {'agent': 'same browser'})]
+                                                             {'agent': 'Browser 0'})]
     assert len(store.revoke('alice')) == 1
     assert raw(tyrant, record_key(session.id)) is None
+
+
+def test_signing_in_as_another_user_leaves_the_first_users_index_alone(tyrant):
+    app = user_app(tyrant.url)
+    (browser_,), (alice_id,) = signed_in(app, 'alice', 1)
+    bob_id = str(browser_.get('/login?bob').json['id'])
+    store = UserSessions.from_config(tyrant.url)
+    later = time.time() + LATER
+    assert [info.id for info in store.sessions('bob', now=later)] == [bob_id]
+    assert store.sessions('alice', now=later) == []
+    assert raw(tyrant, record_key(alice_id)) is None
