@@ -1,0 +1,520 @@
+--[[ tcjson.lua: the server half of lib/tcjson.py, run inside Tokyo Tyrant.
+
+    ttserver -ext /path/to/myapp/lib/tcjson.lua ... sessions.tch
+
+lib/tcjson.py calls the functions below with Tyrant's ext command and the
+record-lock option (tcrdbext's RDBXOLCKREC): ttserver then runs each call
+alone for its key, so reading a record, changing it and writing it back is
+one atomic step.  No other ext call on that key can come in between.  Plain
+put, out and replication do not take that lock; that is why every change
+lib/tcjson.py makes to a stored session comes through here.
+
+Plain Lua 5.1 (what ttserver links) that also runs under Lua 5.4 (lupa, in
+the development server).  Every global function can be called by any client
+that reaches the port; helpers are local.  A function either returns a
+short word (or JSON) saying what it did, or raises an error, and then it has
+written nothing: ttserver answers a failed call with status 1 whatever the
+cause, so expected outcomes ("missing", "too large") are answers, never
+errors.
+
+Records are other programs' input too, so this file never trusts one.  It
+scans JSON instead of decoding it: a value is kept as the exact bytes it
+was stored with (Lua numbers are doubles, and decoding 9007199254740993 or
+1.0 would change them), only member names are unescaped (to compare them),
+and the scan is bounded (MAX_DEPTH, MAX_MEMBERS, the size the request
+allows).
+
+Key schema (lib/tcjson.py's docstring has the whole of it):
+  single server      <prefix><id>:session           the session, one JSON object
+  dual-master pair   <prefix><id>:session@<sid>     what the server with that
+                                                    -sid wrote (a "slot")
+                     <prefix><id>:session@ended     the session was ended
+  user index         <prefix>user:<user id>         (@<sid> on a pair) lines
+                                                    {"gen":N} then {"id":...}
+]]
+
+local VERSION = "1"
+local MAX_DEPTH = 32        -- nesting of arrays and objects in one value
+local MAX_MEMBERS = 20000   -- members of one object, entries of one index
+
+local find, sub, byte, char = string.find, string.sub, string.byte, string.char
+local format, concat, floor = string.format, table.concat, math.floor
+
+local function fail(why)
+  error("tcjson: " .. why, 0)
+end
+
+-- Microseconds on this server's clock: versions and index generations.
+local function now_us()
+  return floor(_time() * 1000000)
+end
+
+------------------------------------------------------------ scanning JSON
+
+local WS = "[^ \t\r\n]"
+
+-- Index of the first non-space at or after i (#s + 1 at the end).
+local function skip(s, i)
+  return find(s, WS, i) or #s + 1
+end
+
+local ESCAPES = {['"'] = '"', ["\\"] = "\\", ["/"] = "/", b = "\b", f = "\f",
+                 n = "\n", r = "\r", t = "\t"}
+
+-- s has '"' at i: the index of the closing quote.
+local function string_end(s, i)
+  while true do
+    local j = find(s, '["\\\1-\31]', i + 1)
+    if not j then fail("unterminated string") end
+    local c = byte(s, j)
+    if c == 34 then return j end
+    if c ~= 92 then fail("control character inside a string") end
+    local escaped = sub(s, j + 1, j + 1)
+    if escaped == "u" then
+      if not find(s, "^%x%x%x%x", j + 2) then fail("bad \\u escape") end
+      i = j + 5
+    elseif ESCAPES[escaped] then
+      i = j + 1
+    else
+      fail("bad escape in a string")
+    end
+  end
+end
+
+-- The index of the last byte of the JSON value that starts at i.  Inside
+-- arrays and objects only brackets and strings are tracked; what lies
+-- between them may hold nothing but the characters of numbers, literals,
+-- commas, colons and spaces.
+local function value_end(s, i)
+  local c = sub(s, i, i)
+  if c == '"' then return string_end(s, i) end
+  if c == "{" or c == "[" then
+    local open, j = {c}, i + 1
+    while true do
+      local _, e = find(s, "^[ \t\r\n,:%w%.%+%-]*", j)
+      local k = e + 1
+      local ch = sub(s, k, k)
+      if ch == '"' then
+        j = string_end(s, k) + 1
+      elseif ch == "{" or ch == "[" then
+        if #open >= MAX_DEPTH then fail("nested deeper than " .. MAX_DEPTH) end
+        open[#open + 1] = ch
+        j = k + 1
+      elseif ch == "}" or ch == "]" then
+        if (open[#open] == "{") ~= (ch == "}") then fail("mismatched brackets") end
+        open[#open] = nil
+        if #open == 0 then return k end
+        j = k + 1
+      else
+        fail("not JSON")                       -- also the end of the text
+      end
+    end
+  end
+  local _, e = find(s, "^[%w%.%+%-]+", i)
+  if not e then fail("a value expected") end
+  local word = sub(s, i, e)
+  if word ~= "true" and word ~= "false" and word ~= "null"
+      and not find(word, "^%-?%d+%.?%d*[eE]?[%+%-]?%d*$") then
+    fail("not a JSON value")
+  end
+  return e
+end
+
+local function utf8(cp)
+  if cp < 0x80 then return char(cp) end
+  if cp < 0x800 then return char(0xC0 + floor(cp / 64), 0x80 + cp % 64) end
+  if cp < 0x10000 then
+    return char(0xE0 + floor(cp / 4096), 0x80 + floor(cp / 64) % 64, 0x80 + cp % 64)
+  end
+  return char(0xF0 + floor(cp / 262144), 0x80 + floor(cp / 4096) % 64,
+              0x80 + floor(cp / 64) % 64, 0x80 + cp % 64)
+end
+
+local function hex4(s, i)
+  local digits = sub(s, i, i + 3)
+  if not find(digits, "^%x%x%x%x$") then fail("bad \\u escape") end
+  return tonumber(digits, 16)
+end
+
+-- The text of a JSON string (with its quotes).  Writers escape differently
+-- ("\u00e9" from Python, raw UTF-8 from Node, "\/"): names are compared
+-- unescaped, or one key could end up twice in a record.
+local function unescape(raw)
+  local body = sub(raw, 2, -2)
+  if not find(body, "\\", 1, true) then return body end
+  local out, i = {}, 1
+  while true do
+    local j = find(body, "\\", i, true)
+    if not j then
+      out[#out + 1] = sub(body, i)
+      return concat(out)
+    end
+    out[#out + 1] = sub(body, i, j - 1)
+    local c = sub(body, j + 1, j + 1)
+    if c == "u" then
+      local cp = hex4(body, j + 2)
+      i = j + 6
+      if cp >= 0xD800 and cp < 0xDC00 and sub(body, i, i + 1) == "\\u" then
+        local low = hex4(body, i + 2)
+        if low >= 0xDC00 and low < 0xE000 then
+          cp, i = 0x10000 + (cp - 0xD800) * 0x400 + (low - 0xDC00), i + 6
+        end
+      end
+      out[#out + 1] = utf8(cp)
+    else
+      out[#out + 1] = ESCAPES[c] or fail("bad escape \\" .. c)
+      i = j + 2
+    end
+  end
+end
+
+-- Checks shared by every text this file scans.
+local function start(s, what)
+  if find(s, "\0", 1, true) then fail(what .. " holds a NUL byte") end
+  local i = skip(s, sub(s, 1, 3) == "\239\187\191" and 4 or 1)   -- a BOM
+  return i
+end
+
+-- The members of the JSON object `s`, in order: {{raw name, name, raw value}...}.
+local function members(s, what)
+  local list, i = {}, start(s, what)
+  if sub(s, i, i) ~= "{" then fail(what .. " is not a JSON object") end
+  i = skip(s, i + 1)
+  if sub(s, i, i) ~= "}" then
+    while true do
+      if sub(s, i, i) ~= '"' then fail(what .. ": a member name expected") end
+      local e = string_end(s, i)
+      local raw = sub(s, i, e)
+      i = skip(s, e + 1)
+      if sub(s, i, i) ~= ":" then fail(what .. ": ':' expected") end
+      i = skip(s, i + 1)
+      local last = value_end(s, i)
+      if #list >= MAX_MEMBERS then fail(what .. " has too many members") end
+      list[#list + 1] = {raw, unescape(raw), sub(s, i, last)}
+      i = skip(s, last + 1)
+      local c = sub(s, i, i)
+      if c == "}" then break end
+      if c ~= "," then fail(what .. ": ',' or '}' expected") end
+      i = skip(s, i + 1)
+    end
+  end
+  if skip(s, i + 1) <= #s then fail(what .. ": text after the object") end
+  return list
+end
+
+-- The elements of the JSON array `s`, as raw texts.
+local function elements(s, what)
+  local list, i = {}, start(s, what)
+  if sub(s, i, i) ~= "[" then fail(what .. " is not a JSON array") end
+  i = skip(s, i + 1)
+  if sub(s, i, i) ~= "]" then
+    while true do
+      local last = value_end(s, i)
+      if #list >= MAX_MEMBERS then fail(what .. " has too many elements") end
+      list[#list + 1] = sub(s, i, last)
+      i = skip(s, last + 1)
+      local c = sub(s, i, i)
+      if c == "]" then break end
+      if c ~= "," then fail(what .. ": ',' or ']' expected") end
+      i = skip(s, i + 1)
+    end
+  end
+  if skip(s, i + 1) <= #s then fail(what .. ": text after the array") end
+  return list
+end
+
+local function by_name(list)
+  local map = {}
+  for _, m in ipairs(list) do map[m[2]] = m end
+  return map
+end
+
+-- A whole number the request gives (a size, a time in us, a server id),
+-- exact in a double.
+local function whole(raw, what)
+  local n = raw and find(raw, "^%d+$") and #raw <= 16 and tonumber(raw)
+  if not n or n > 9007199254740991 then fail(what .. " must be a whole number") end
+  return n
+end
+
+local function number(raw, what)
+  local n = raw and tonumber(raw)
+  if not n or n ~= n or n == math.huge or n == -math.huge then
+    fail(what .. " must be a number")
+  end
+  return n
+end
+
+----------------------------------------------------------- the request
+
+-- A request is one JSON object:
+--   set     {"name": value, ...}   members to set, values kept as written
+--   unset   ["name", ...]          members to delete
+--   limit   N                      bytes a record may have, before and after
+--   pair    SID                    on a dual-master pair: the partner's -sid
+--   ver     {"name": N, ...}       pair: the versions the caller read
+--   create  true                   pair: write even if nothing is stored
+--   expires T                      delete on a pair: when the tombstone may go
+--   before  T                      delete: only if the record expired before T
+local function parse_request(text)
+  local r = {set = {}, unset = {}, ver = {}}
+  for _, m in ipairs(members(text, "the request")) do
+    local name, raw = m[2], m[3]
+    if name == "set" then
+      r.set = members(raw, "set")
+    elseif name == "unset" then
+      for _, item in ipairs(elements(raw, "unset")) do
+        if sub(item, 1, 1) ~= '"' then fail("unset holds names") end
+        r.unset[unescape(item)] = item                 -- the name as written
+      end
+    elseif name == "ver" then
+      for _, v in ipairs(members(raw, "ver")) do r.ver[v[2]] = whole(v[3], "a version") end
+    elseif name == "limit" then r.limit = whole(raw, "limit")
+    elseif name == "pair" then r.pair = whole(raw, "pair")
+    elseif name == "create" then r.create = raw == "true"
+    elseif name == "expires" then r.expires = number(raw, "expires")
+    elseif name == "before" then r.before = number(raw, "before")
+    elseif name == "entry" then r.entry = raw
+    elseif name == "max" then r.max = whole(raw, "max")
+    elseif name == "ids" then
+      r.ids = {}
+      for _, item in ipairs(elements(raw, "ids")) do r.ids[unescape(item)] = true end
+    else
+      fail("unknown request member " .. m[1])
+    end
+  end
+  return r
+end
+
+local function read(key, limit)
+  local text = _get(key)
+  if text and limit and #text > limit then fail("the record is over the size limit") end
+  return text
+end
+
+-- The object `list` with the members of `set` (replacing those of the same
+-- name, in place; new ones at the end) and without the names in `unset`.
+-- A name the list holds twice keeps its last value (as JSON parsers do).
+local function apply(list, set, unset)
+  local new, last = by_name(set), {}
+  for index, m in ipairs(list) do last[m[2]] = index end
+  local out, done = {}, {}
+  for index, m in ipairs(list) do
+    local name = m[2]
+    if last[name] == index and not unset[name] then
+      local value = new[name] and new[name][3] or m[3]
+      out[#out + 1] = m[1] .. ":" .. value
+      done[name] = true
+    end
+  end
+  for _, m in ipairs(set) do
+    if not done[m[2]] and not unset[m[2]] then
+      out[#out + 1] = m[1] .. ":" .. m[3]
+      done[m[2]] = true
+    end
+  end
+  return "{" .. concat(out, ",") .. "}"
+end
+
+------------------------------------------------------------ the functions
+
+-- Which script and which server: lib/tcjson.py checks both before it
+-- relies on anything here.
+function probe(key, value)
+  return format("tcjson %s %d", VERSION, _sid or 0)
+end
+
+-- Pair slots: each server writes only its own, so replication, which
+-- applies puts blindly in arrival order, can never put an older copy of a
+-- slot over a newer one from the same writer.  Beside the session's
+-- members a slot keeps "_v": {"name": version}: the version of each name
+-- this server set or deleted (a deleted name has a version and no value).
+-- Readers take, name by name, the value with the highest version among the
+-- slots.  A version is max(now in microseconds, what the caller read + 1,
+-- this slot's + 1): later than everything its caller saw, so a request
+-- never undoes the write it read, whatever server that write was made on.
+local function merge_slot(key, r)
+  if by_name(r.set)._v or r.unset._v then fail('"_v" is the versions\' name') end
+  if _vsiz(key .. "@ended") >= 0 then return "ended" end
+  local own = key .. "@" .. (_sid or 0)
+  local text = read(own, r.limit)
+  if not text and not r.create and _vsiz(key .. "@" .. r.pair) < 0 then return "missing" end
+  local list, old = {}, {}
+  for _, m in ipairs(text and members(text, "the slot") or {}) do
+    if m[2] == "_v" then
+      for _, v in ipairs(members(m[3], "_v")) do old[v[2]] = v end
+    else
+      list[#list + 1] = m
+    end
+  end
+  local t, versions = now_us(), {}
+  local function stamp(raw, name)
+    local seen = old[name] and whole(old[name][3], "a stored version") or 0
+    local v = math.max(t, (r.ver[name] or 0) + 1, seen + 1)
+    old[name] = {raw, name, format("%d", v)}
+  end
+  for _, m in ipairs(r.set) do stamp(m[1], m[2]) end
+  for name, raw in pairs(r.unset) do stamp(raw, name) end
+  for _, v in pairs(old) do versions[#versions + 1] = v[1] .. ":" .. v[3] end
+  table.sort(versions)
+  local set = {}
+  for _, m in ipairs(r.set) do set[#set + 1] = m end
+  set[#set + 1] = {'"_v"', "_v", "{" .. concat(versions, ",") .. "}"}
+  local new = apply(list, set, r.unset)
+  if r.limit and #new > r.limit then return "too large" end
+  _put(own, new)
+  return "ok"
+end
+
+-- Apply a request's set and unset to the stored record as it is now.
+-- Every member the request does not name keeps its exact bytes.  Nothing
+-- stored: "missing", and nothing is written (a session that was ended
+-- stays ended).  Answers "ok", "missing", "ended" (a pair's tombstone) or
+-- "too large".
+function merge(key, value)
+  local r = parse_request(value)
+  if r.pair then return merge_slot(key, r) end
+  local text = read(key, r.limit)
+  if not text then return "missing" end
+  local new = apply(members(text, "the record"), r.set, r.unset)
+  if r.limit and #new > r.limit then return "too large" end
+  _put(key, new)
+  return "ok"
+end
+
+-- The number a member of a stored record holds, or nil.
+local function time_field(list, name)
+  for _, m in ipairs(list) do
+    if m[2] == name then return tonumber(m[3]) end
+  end
+end
+
+-- End a session: delete its record under the same lock merge takes, so a
+-- merge can never bring it back.  With "before": only if its "_expires"
+-- has passed (purge).  On a pair, a tombstone "<key>@ended" stays, so that
+-- no slot replication delivers later revives it.  Answers "deleted",
+-- "missing" or "kept".
+function delete(key, value)
+  local r = parse_request(value)
+  if r.pair then
+    local found = false
+    for _, slot in ipairs({"@" .. (_sid or 0), "@" .. r.pair}) do
+      found = _out(key .. slot) or found
+    end
+    local expires = r.expires and format(',"_expires":%.3f', r.expires) or ""
+    _put(key .. "@ended", '{"tcjson":"ended"' .. expires .. '}')
+    return found and "deleted" or "missing"
+  end
+  if r.before then
+    local text = read(key, r.limit)
+    if not text then return "missing" end
+    local expires = time_field(members(text, "the record"), "_expires")
+    if not expires or expires >= r.before then return "kept" end
+  end
+  return _out(key) and "deleted" or "missing"
+end
+
+------------------------------------------------------------ user indexes
+
+-- An index (lib/user_sessions.py) is lines: first {"gen":N}, the user's
+-- revocation generation, then one {"id":"<session id>",...} per sign-in,
+-- oldest first.  Lines of other shapes are left as they are.
+
+local function index_key(key, r)
+  return r.pair and key .. "@" .. (_sid or 0) or key
+end
+
+local function index_lines(text)
+  local gen, lines = nil, {}
+  for line in (text or ""):gmatch("[^\n]+") do
+    local g = line:match('^{"gen":(%d+)}$')
+    if g and not gen then
+      gen = tonumber(g)
+    else
+      if #lines >= MAX_MEMBERS then fail("the index has too many lines") end
+      lines[#lines + 1] = line
+    end
+  end
+  return gen, lines
+end
+
+local function entry_id(line)
+  return line:match('^{"id":"([%w_%-]+)"')
+end
+
+local function write_index(key, gen, lines)
+  local text = format('{"gen":%d}\n', gen)
+  if #lines > 0 then text = text .. concat(lines, "\n") .. "\n" end
+  _put(key, text)
+  return text
+end
+
+-- Add a sign-in {"entry": {"id": ...}, "max": N}: the entry replaces an
+-- older one of the same id; past N entries the oldest are dropped and
+-- named, for the caller to sign them out.  Answers {"gen":G,"evicted":[...]}.
+function index_add(key, value)
+  local r = parse_request(value)
+  local id = r.entry and entry_id(r.entry)
+  if not id or find(r.entry, "\n", 1, true) then fail('"entry" must be {"id":"<id>",...} on one line') end
+  key = index_key(key, r)
+  local gen, lines = index_lines(read(key, r.limit))
+  local kept, count = {}, 0
+  for _, line in ipairs(lines) do
+    local other = entry_id(line)
+    if other ~= id then
+      kept[#kept + 1] = line
+      if other then count = count + 1 end
+    end
+  end
+  kept[#kept + 1] = r.entry
+  local evicted, excess = {}, count + 1 - (r.max or MAX_MEMBERS)
+  if excess > 0 then
+    local left = {}
+    for _, line in ipairs(kept) do
+      local other = entry_id(line)
+      if other and excess > 0 and other ~= id then
+        evicted[#evicted + 1] = '"' .. other .. '"'
+        excess = excess - 1
+      else
+        left[#left + 1] = line
+      end
+    end
+    kept = left
+  end
+  gen = gen or now_us()
+  write_index(key, gen, kept)
+  return format('{"gen":%d,"evicted":[%s]}', gen, concat(evicted, ","))
+end
+
+-- Drop the entries {"ids": [...]}; answers {"dropped":N,"entries":M}.
+function index_drop(key, value)
+  local r = parse_request(value)
+  key = index_key(key, r)
+  local text = read(key, r.limit)
+  if not text then return '{"dropped":0,"entries":0}' end
+  local gen, lines = index_lines(text)
+  local kept, dropped, entries = {}, 0, 0
+  for _, line in ipairs(lines) do
+    local id = entry_id(line)
+    if id and r.ids and r.ids[id] then
+      dropped = dropped + 1
+    else
+      kept[#kept + 1] = line
+      if id then entries = entries + 1 end
+    end
+  end
+  if dropped > 0 or not gen then write_index(key, gen or now_us(), kept) end
+  return format('{"dropped":%d,"entries":%d}', dropped, entries)
+end
+
+-- Start a revocation: a new generation, so that a session signed in
+-- before it fails its check (lib/user_sessions.py), and the index as it is
+-- at that moment.  Answers the index's new text ("" if there is none).
+function index_revoke(key, value)
+  local r = parse_request(value)
+  key = index_key(key, r)
+  local text = read(key, r.limit)
+  if not text then return "" end
+  local gen, lines = index_lines(text)
+  return write_index(key, math.max(now_us(), (gen or 0) + 1), lines)
+end

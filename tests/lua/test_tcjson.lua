@@ -1,0 +1,143 @@
+-- The tests of pylons_tcjson_template/tcjson.lua, run on their own:
+--     lua5.1 tests/lua/test_tcjson.lua pylons_tcjson_template/tcjson.lua
+-- (tests/test_tcjson_lua.py runs this file under lua5.1 and under lupa's
+-- Lua 5.4).  ttserver's functions are played by a table: every call here
+-- is what the script would do inside one ext call.
+
+local script = (arg and arg[1]) or SCRIPT
+
+local store, clock = {}, 1795000000.25
+function _get(key) return store[key] end
+function _put(key, value) store[key] = value; return true end
+function _out(key) local had = store[key] ~= nil; store[key] = nil; return had end
+function _vsiz(key) local v = store[key]; return v and #v or -1 end
+function _time() return clock end
+_sid = 1
+dofile(script)
+
+local passed = 0
+local function check(name, got, want)
+  if got ~= want then
+    error(string.format("%s: got %s, want %s", name, tostring(got), tostring(want)), 2)
+  end
+  passed = passed + 1
+end
+
+-- Calls `fn` expecting a Lua error: the record must be left as it was.
+local function refused(name, fn, key, value)
+  local before = store[key]
+  local ok, err = pcall(fn, key, value)
+  check(name .. " fails", ok, false)
+  check(name .. " says tcjson", tostring(err):match("^tcjson: ") ~= nil, true)
+  check(name .. " writes nothing", store[key], before)
+end
+
+-- probe: script version and server id
+check("probe", probe("", ""), "tcjson 1 1")
+
+-- merge: nothing stored, nothing written
+check("merge missing", merge("s", '{"set":{"a":1}}'), "missing")
+check("merge missing writes nothing", store.s, nil)
+
+-- merge keeps every untouched byte: numbers are never decoded
+store.s = '{"big":9007199254740993,"f":1.0,"z":-0.0,"e":1E+400,"u":"\\u00e9\\/",'
+  .. '"n":{"a":[1,2,{"b":null}]} , "t":true}'
+check("merge ok", merge("s", '{"set":{"counter":3}}'), "ok")
+check("untouched bytes", store.s, '{"big":9007199254740993,"f":1.0,"z":-0.0,"e":1E+400,'
+  .. '"u":"\\u00e9\\/","n":{"a":[1,2,{"b":null}]},"t":true,"counter":3}')
+
+-- a set replaces in place; unset removes; a name written twice keeps its last value
+store.s = '{"a":1,"b":2,"a":3,"c":4}'
+merge("s", '{"set":{"b":"two"},"unset":["c"]}')
+check("set in place, unset", store.s, '{"b":"two","a":3}')
+
+-- names are compared unescaped: one member, whatever the writer's escaping
+store.s = '{"caf\\u00e9":1,"x\\/y":2,"\\ud83d\\ude00":3}'
+merge("s", '{"set":{"caf\195\169":10,"x/y":20},"unset":["\240\159\152\128"]}')
+check("escaped names", store.s, '{"caf\\u00e9":10,"x\\/y":20}')
+
+-- a byte order mark from another writer is skipped
+store.s = '\239\187\191{"a":1}'
+merge("s", '{"set":{"b":2}}')
+check("bom", store.s, '{"a":1,"b":2}')
+
+-- limits: a stored record over the limit is refused, a result over it is an answer
+store.s = '{"a":"' .. string.rep("x", 100) .. '"}'
+refused("over limit", merge, "s", '{"set":{"b":1},"limit":50}')
+check("result too large", merge("s", '{"set":{"b":1},"limit":110}'), "too large")
+check("within limit", merge("s", '{"set":{"b":1},"limit":200}'), "ok")
+
+-- hostile records and malformed requests: refused, nothing written
+local hostile = {
+  '{"a":"unterminated}', '[1,2]', '"text"', '{"a":1,}', '{"a" 1}', '{"a":1} trailing',
+  '{"a":tru}', '{"a":[1,2}', '{"a":{"b":1]}', '{"a":"\1"}', '{"a":"x\0y"}',
+  '{"a":"\\q"}', '{"a":"\\u12"}',
+  '{"a":' .. string.rep("[", 40) .. string.rep("]", 40) .. '}',
+}
+for index, record in ipairs(hostile) do
+  store.s = record
+  refused("hostile record " .. index, merge, "s", '{"set":{"b":1}}')
+end
+store.s = '{"a":1}'
+for index, request in ipairs({'{"set":[1]}', '{"set":{"b":}}', '{"unset":[1]}',
+                              '{"nonsense":1}', '{"limit":-1}', 'nope', '{"set":{"b":1}'}) do
+  refused("malformed request " .. index, merge, "s", request)
+end
+
+-- delete
+store.s = '{"a":1}'
+check("delete", delete("s", "{}"), "deleted")
+check("delete removes", store.s, nil)
+check("delete missing", delete("s", "{}"), "missing")
+store.s = '{"_expires":1795000100.5}'
+check("delete before: not yet", delete("s", '{"before":1795000000}'), "kept")
+check("delete before: kept", store.s ~= nil, true)
+check("delete before: expired", delete("s", '{"before":1795000200}'), "deleted")
+store.s = '{"_accessed_time":1}'
+check("delete before: no expiry kept", delete("s", '{"before":1795000200}'), "kept")
+
+-- pairs: each server writes its own slot, names carry versions
+store = {}
+check("slot missing", merge("p", '{"pair":2,"set":{"a":1}}'), "missing")
+check("slot create", merge("p", '{"pair":2,"create":true,"set":{"a":1}}'), "ok")
+check("slot written", store["p@1"], '{"a":1,"_v":{"a":1795000000250000}}')
+clock = clock + 1
+check("slot merge", merge("p", '{"pair":2,"set":{"b":[2]},"unset":["a"],'
+  .. '"ver":{"b":1795999999000000}}'), "ok")
+check("versions: read+1, now, own+1", store["p@1"],
+  '{"b":[2],"_v":{"a":1795000001250000,"b":1795999999000001}}')
+store = {["p@2"] = '{"a":1,"_v":{"a":5}}'}
+check("partner slot counts", merge("p", '{"pair":2,"set":{"c":3}}'), "ok")
+refused("versions name reserved", merge, "p", '{"pair":2,"set":{"_v":1}}')
+check("pair delete", delete("p", '{"pair":2,"expires":1795003600}'), "deleted")
+check("tombstone", store["p@ended"], '{"tcjson":"ended","_expires":1795003600.000}')
+check("slots gone", store["p@1"] == nil and store["p@2"] == nil, true)
+check("ended stays ended", merge("p", '{"pair":2,"create":true,"set":{"a":1}}'), "ended")
+check("ended writes nothing", store["p@1"], nil)
+
+-- user indexes
+store = {}
+clock = 1795000000.25
+check("index add", index_add("u", '{"entry":{"id":"s1","at":1}}'),
+      '{"gen":1795000000250000,"evicted":[]}')
+index_add("u", '{"entry":{"id":"s2","at":2}}')
+check("index lines", store.u, '{"gen":1795000000250000}\n{"id":"s1","at":1}\n{"id":"s2","at":2}\n')
+index_add("u", '{"entry":{"id":"s1","at":3}}')
+check("same id replaced", store.u,
+      '{"gen":1795000000250000}\n{"id":"s2","at":2}\n{"id":"s1","at":3}\n')
+store.u = store.u .. "not ours\n"
+check("oldest evicted past max", index_add("u", '{"entry":{"id":"s3","at":4},"max":2}'),
+      '{"gen":1795000000250000,"evicted":["s2"]}')
+check("other lines kept", store.u,
+      '{"gen":1795000000250000}\n{"id":"s1","at":3}\nnot ours\n{"id":"s3","at":4}\n')
+refused("entry without id", index_add, "u", '{"entry":{"at":1,"id":"x"}}')
+check("drop", index_drop("u", '{"ids":["s1","zz"]}'), '{"dropped":1,"entries":1}')
+clock = clock + 1
+check("revoke", index_revoke("u", "{}"),
+      '{"gen":1795000001250000}\nnot ours\n{"id":"s3","at":4}\n')
+check("revoke missing", index_revoke("none", "{}"), "")
+store = {["u@2"] = "partner's"}
+index_add("u", '{"pair":2,"entry":{"id":"s9","at":1}}')
+check("index slot", store["u@1"], '{"gen":1795000001250000}\n{"id":"s9","at":1}\n')
+
+print(string.format("ok %d checks (%s)", passed, _VERSION))
