@@ -318,10 +318,33 @@ end
 
 ------------------------------------------------------------ the functions
 
--- Which script and which server: lib/tcjson.py checks both before it
--- relies on anything here.
+-- Which script, which server, and the pair around it: lib/tyrant.py sends
+-- this on each new connection before it relies on anything here.
+-- "members" lists the -sid of every server that ever answered it here:
+-- each adds itself with putcat, which replication replays as an append,
+-- so both members of a pair learn both ids (and a reader can name the
+-- slots of a member that is down).  "born" is this server's identity
+-- record (see member_init), 0 if it has none.
 function probe(key, value)
-  return format("tcjson %s %d", VERSION, _sid or 0)
+  local sid = _sid or 0
+  local members = _get("tcjson:members") or ""
+  if sid > 0 and not find(members, " " .. sid .. " ", 1, true) then
+    _putcat("tcjson:members", " " .. sid .. " ")
+    members = members .. " " .. sid .. " "
+  end
+  local born = _get(format("tcjson:member@%d", sid)) or "0"
+  if not find(born, "^%d+$") then born = "0" end
+  return format('{"tcjson":%s,"sid":%d,"members":"%s","born":%s}', VERSION, sid, members, born)
+end
+
+-- Give this server its identity record "tcjson:member@<sid>" (the time it
+-- was given, in us) unless it has one; answers the record.  A pair member
+-- whose partner holds its record while it has none has lost its database
+-- (lib/tyrant.py stops using it until an operator acts).
+function member_init(key, value)
+  local own = format("tcjson:member@%d", _sid or 0)
+  _putkeep(own, format("%d", now_us()))
+  return _get(own)
 end
 
 -- Pair slots: each server writes only its own, so replication, which

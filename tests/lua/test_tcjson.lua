@@ -9,6 +9,8 @@ local script = (arg and arg[1]) or SCRIPT
 local store, clock = {}, 1795000000.25
 function _get(key) return store[key] end
 function _put(key, value) store[key] = value; return true end
+function _putkeep(key, value) if store[key] then return false end; store[key] = value; return true end
+function _putcat(key, value) store[key] = (store[key] or "") .. value; return true end
 function _out(key) local had = store[key] ~= nil; store[key] = nil; return had end
 function _vsiz(key) local v = store[key]; return v and #v or -1 end
 function _time() return clock end
@@ -32,8 +34,16 @@ local function refused(name, fn, key, value)
   check(name .. " writes nothing", store[key], before)
 end
 
--- probe: script version and server id
-check("probe", probe("", ""), "tcjson 1 1")
+-- probe: script version, server id, the pair's ids, identity
+check("probe", probe("", ""), '{"tcjson":1,"sid":1,"members":" 1 ","born":0}')
+store["tcjson:members"] = store["tcjson:members"] .. " 2 "
+check("probe sees the partner", probe("", ""), '{"tcjson":1,"sid":1,"members":" 1  2 ","born":0}')
+check("member_init", member_init("", ""), "1795000000250000")
+clock = clock + 5
+check("member_init keeps", member_init("", ""), "1795000000250000")
+check("probe born", probe("", ""), '{"tcjson":1,"sid":1,"members":" 1  2 ","born":1795000000250000}')
+clock = 1795000000.25
+store = {}
 
 -- merge: nothing stored, nothing written
 check("merge missing", merge("s", '{"set":{"a":1}}'), "missing")
