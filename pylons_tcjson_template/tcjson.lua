@@ -223,6 +223,12 @@ local function elements(s, what)
   return list
 end
 
+-- The text of a JSON string the request gives (a name, an id).
+local function text_of(raw, what)
+  if sub(raw, 1, 1) ~= '"' then fail(what .. " must be a string") end
+  return unescape(raw)
+end
+
 local function by_name(list)
   local map = {}
   for _, m in ipairs(list) do map[m[2]] = m end
@@ -251,11 +257,12 @@ end
 --   set     {"name": value, ...}   members to set, values kept as written
 --   unset   ["name", ...]          members to delete
 --   limit   N                      bytes a record may have, before and after
---   pair    SID                    on a dual-master pair: the partner's -sid
+--   pair    [SID, ...]             on a dual-master pair: the members' -sid
 --   ver     {"name": N, ...}       pair: the versions the caller read
 --   create  true                   pair: write even if nothing is stored
 --   expires T                      delete on a pair: when the tombstone may go
 --   before  T                      delete: only if the record expired before T
+--   entry, max, ids, lines, all, but, keep     user indexes (below)
 local function parse_request(text)
   local r = {set = {}, unset = {}, ver = {}}
   for _, m in ipairs(members(text, "the request")) do
@@ -264,21 +271,26 @@ local function parse_request(text)
       r.set = members(raw, "set")
     elseif name == "unset" then
       for _, item in ipairs(elements(raw, "unset")) do
-        if sub(item, 1, 1) ~= '"' then fail("unset holds names") end
-        r.unset[unescape(item)] = item                 -- the name as written
+        r.unset[text_of(item, "a name to unset")] = item   -- the name as written
       end
     elseif name == "ver" then
       for _, v in ipairs(members(raw, "ver")) do r.ver[v[2]] = whole(v[3], "a version") end
     elseif name == "limit" then r.limit = whole(raw, "limit")
-    elseif name == "pair" then r.pair = whole(raw, "pair")
+    elseif name == "pair" then
+      r.pair = {}
+      for _, item in ipairs(elements(raw, "pair")) do r.pair[#r.pair + 1] = whole(item, "a sid") end
     elseif name == "create" then r.create = raw == "true"
     elseif name == "expires" then r.expires = number(raw, "expires")
     elseif name == "before" then r.before = number(raw, "before")
     elseif name == "entry" then r.entry = raw
     elseif name == "max" then r.max = whole(raw, "max")
-    elseif name == "ids" then
-      r.ids = {}
-      for _, item in ipairs(elements(raw, "ids")) do r.ids[unescape(item)] = true end
+    elseif name == "keep" then r.keep = number(raw, "keep")
+    elseif name == "all" then r.all = raw == "true"
+    elseif name == "but" then r.but = text_of(raw, "but")
+    elseif name == "ids" or name == "lines" then
+      local set = {}
+      for _, item in ipairs(elements(raw, name)) do set[text_of(item, name)] = true end
+      r[name] = set
     else
       fail("unknown request member " .. m[1])
     end
@@ -356,12 +368,19 @@ end
 -- slots.  A version is max(now in microseconds, what the caller read + 1,
 -- this slot's + 1): later than everything its caller saw, so a request
 -- never undoes the write it read, whatever server that write was made on.
+local function any_slot(key, sids)
+  for _, sid in ipairs(sids) do
+    if _vsiz(key .. "@" .. sid) >= 0 then return true end
+  end
+  return false
+end
+
 local function merge_slot(key, r)
   if by_name(r.set)._v or r.unset._v then fail('"_v" is the versions\' name') end
   if _vsiz(key .. "@ended") >= 0 then return "ended" end
   local own = key .. "@" .. (_sid or 0)
   local text = read(own, r.limit)
-  if not text and not r.create and _vsiz(key .. "@" .. r.pair) < 0 then return "missing" end
+  if not text and not r.create and not any_slot(key, r.pair) then return "missing" end
   local list, old = {}, {}
   for _, m in ipairs(text and members(text, "the slot") or {}) do
     if m[2] == "_v" then
@@ -421,8 +440,8 @@ function delete(key, value)
   local r = parse_request(value)
   if r.pair then
     local found = false
-    for _, slot in ipairs({"@" .. (_sid or 0), "@" .. r.pair}) do
-      found = _out(key .. slot) or found
+    for _, sid in ipairs(r.pair) do
+      found = _out(key .. "@" .. sid) or found
     end
     local expires = r.expires and format(',"_expires":%.3f', r.expires) or ""
     _put(key .. "@ended", '{"tcjson":"ended"' .. expires .. '}')
@@ -439,105 +458,132 @@ end
 
 ------------------------------------------------------------ user indexes
 
--- An index (lib/user_sessions.py) is lines: first {"gen":N}, the user's
--- revocation generation, then one {"id":"<session id>",...} per sign-in,
--- oldest first.  Lines of other shapes are left as they are.
+-- A user's index (lib/user_sessions.py) is lines: one
+-- {"id":"<session id>","line":"<lineage>",...} per signed-in session,
+-- oldest first, and at most one {"revoked":{"<lineage>":<time>,...}}.  A
+-- lineage is what a sign-in starts and every new id of that session
+-- carries on; "revoked" lists those signed out, with when, so that a
+-- session changing its id while it is signed out is caught (index_add
+-- refuses it; lib/user_sessions.py checks a new record against it).  Lines
+-- of other shapes are kept as they are.  On a pair each member keeps its
+-- own copy of the index ("<key>@<sid>"); readers take the union.
+
+local ID = "^[%w_%-]+$"
 
 local function index_key(key, r)
   return r.pair and key .. "@" .. (_sid or 0) or key
 end
 
-local function index_lines(text)
-  local gen, lines = nil, {}
-  for line in (text or ""):gmatch("[^\n]+") do
-    local g = line:match('^{"gen":(%d+)}$')
-    if g and not gen then
-      gen = tonumber(g)
+local function read_index(key)
+  local index = {revoked = {}, entries = {}, other = {}}
+  for line in (_get(key) or ""):gmatch("[^\n]+") do
+    local ok, list = pcall(members, line, "a line")
+    local fields = ok and by_name(list) or {}
+    local id, lineage = fields.id, fields.line
+    if fields.revoked and #list == 1 then
+      for _, m in ipairs(members(fields.revoked[3], "revoked")) do
+        index.revoked[m[2]] = number(m[3], "a revocation time")
+      end
+    elseif id and lineage and find(unescape(id[3]), ID) and find(unescape(lineage[3]), ID) then
+      index.entries[#index.entries + 1] = {unescape(id[3]), unescape(lineage[3]), line}
     else
-      if #lines >= MAX_MEMBERS then fail("the index has too many lines") end
-      lines[#lines + 1] = line
+      index.other[#index.other + 1] = line
     end
+    if #index.entries + #index.other > MAX_MEMBERS then fail("the index has too many lines") end
   end
-  return gen, lines
+  return index
 end
 
-local function entry_id(line)
-  return line:match('^{"id":"([%w_%-]+)"')
-end
-
-local function write_index(key, gen, lines)
-  local text = format('{"gen":%d}\n', gen)
-  if #lines > 0 then text = text .. concat(lines, "\n") .. "\n" end
-  _put(key, text)
+local function write_index(key, index)
+  local marks, lines = {}, {}
+  for lineage, at in pairs(index.revoked) do
+    marks[#marks + 1] = format('"%s":%.3f', lineage, at)
+  end
+  if #marks > 0 then
+    table.sort(marks)
+    lines[1] = '{"revoked":{' .. concat(marks, ",") .. '}}'
+  end
+  for _, entry in ipairs(index.entries) do lines[#lines + 1] = entry[3] end
+  for _, line in ipairs(index.other) do lines[#lines + 1] = line end
+  local text = #lines > 0 and concat(lines, "\n") .. "\n" or ""
+  if text == "" then _out(key) else _put(key, text) end
   return text
 end
 
--- Add a sign-in {"entry": {"id": ...}, "max": N}: the entry replaces an
--- older one of the same id; past N entries the oldest are dropped and
--- named, for the caller to sign them out.  Answers {"gen":G,"evicted":[...]}.
-function index_add(key, value)
-  local r = parse_request(value)
-  local id = r.entry and entry_id(r.entry)
-  if not id or find(r.entry, "\n", 1, true) then fail('"entry" must be {"id":"<id>",...} on one line') end
-  key = index_key(key, r)
-  local gen, lines = index_lines(read(key, r.limit))
-  local kept, count = {}, 0
-  for _, line in ipairs(lines) do
-    local other = entry_id(line)
-    if other ~= id then
-      kept[#kept + 1] = line
-      if other then count = count + 1 end
-    end
+-- Marks older than "keep" seconds go: no request lives that long.
+local function forget_old_marks(index, r, now)
+  for lineage, at in pairs(index.revoked) do
+    if r.keep and at < now - r.keep then index.revoked[lineage] = nil end
   end
-  kept[#kept + 1] = r.entry
-  local evicted, excess = {}, count + 1 - (r.max or MAX_MEMBERS)
-  if excess > 0 then
-    local left = {}
-    for _, line in ipairs(kept) do
-      local other = entry_id(line)
-      if other and excess > 0 and other ~= id then
-        evicted[#evicted + 1] = '"' .. other .. '"'
-        excess = excess - 1
-      else
-        left[#left + 1] = line
-      end
-    end
-    kept = left
-  end
-  gen = gen or now_us()
-  write_index(key, gen, kept)
-  return format('{"gen":%d,"evicted":[%s]}', gen, concat(evicted, ","))
 end
 
--- Drop the entries {"ids": [...]}; answers {"dropped":N,"entries":M}.
+-- Add a session {"entry": {"id": ..., "line": ...}, "max": N}.  If its
+-- lineage was signed out: {"revoked":true}, nothing added.  Otherwise the
+-- entry replaces one of the same id, and past N entries the oldest are
+-- signed out (their lineages marked) and named, for the caller to delete
+-- their records: {"revoked":false,"evicted":["<id>",...]}.
+function index_add(key, value)
+  local r = parse_request(value)
+  local fields = r.entry and not find(r.entry, "\n", 1, true) and by_name(members(r.entry, "entry")) or {}
+  local id = fields.id and unescape(fields.id[3])
+  local lineage = fields.line and unescape(fields.line[3])
+  if not (id and lineage and find(id, ID) and find(lineage, ID)) then
+    fail('"entry" must be {"id":"<id>","line":"<lineage>",...} on one line')
+  end
+  key = index_key(key, r)
+  local index, now = read_index(key), _time()
+  if index.revoked[lineage] then return '{"revoked":true,"evicted":[]}' end
+  local kept = {}
+  for _, entry in ipairs(index.entries) do
+    if entry[1] ~= id then kept[#kept + 1] = entry end
+  end
+  local evicted, excess = {}, #kept + 1 - (r.max or MAX_MEMBERS)
+  while excess > 0 do
+    local oldest = table.remove(kept, 1)
+    if oldest[2] ~= lineage then index.revoked[oldest[2]] = now end
+    evicted[#evicted + 1] = '"' .. oldest[1] .. '"'
+    excess = excess - 1
+  end
+  kept[#kept + 1] = {id, lineage, r.entry}
+  index.entries = kept
+  forget_old_marks(index, r, now)
+  write_index(key, index)
+  return format('{"revoked":false,"evicted":[%s]}', concat(evicted, ","))
+end
+
+-- Drop the entries {"ids": [...]}; old marks go too.  Answers
+-- {"dropped":N,"entries":M}.
 function index_drop(key, value)
   local r = parse_request(value)
   key = index_key(key, r)
-  local text = read(key, r.limit)
-  if not text then return '{"dropped":0,"entries":0}' end
-  local gen, lines = index_lines(text)
-  local kept, dropped, entries = {}, 0, 0
-  for _, line in ipairs(lines) do
-    local id = entry_id(line)
-    if id and r.ids and r.ids[id] then
-      dropped = dropped + 1
-    else
-      kept[#kept + 1] = line
-      if id then entries = entries + 1 end
-    end
+  local index, dropped = read_index(key), 0
+  local kept = {}
+  for _, entry in ipairs(index.entries) do
+    if r.ids and r.ids[entry[1]] then dropped = dropped + 1 else kept[#kept + 1] = entry end
   end
-  if dropped > 0 or not gen then write_index(key, gen or now_us(), kept) end
-  return format('{"dropped":%d,"entries":%d}', dropped, entries)
+  index.entries = kept
+  forget_old_marks(index, r, _time())
+  if _vsiz(key) >= 0 then write_index(key, index) end
+  return format('{"dropped":%d,"entries":%d}', dropped, #kept)
 end
 
--- Start a revocation: a new generation, so that a session signed in
--- before it fails its check (lib/user_sessions.py), and the index as it is
--- at that moment.  Answers the index's new text ("" if there is none).
+-- Sign lineages out: {"lines": [...]}, or {"all": true, "but": "<lineage>"}
+-- for every lineage in the index except one.  Answers the index as it is
+-- then (the caller deletes the records of the sessions signed out).
 function index_revoke(key, value)
   local r = parse_request(value)
   key = index_key(key, r)
-  local text = read(key, r.limit)
-  if not text then return "" end
-  local gen, lines = index_lines(text)
-  return write_index(key, math.max(now_us(), (gen or 0) + 1), lines)
+  local index, now = read_index(key), _time()
+  local chosen = r.lines or {}
+  if r.all then
+    for _, entry in ipairs(index.entries) do
+      if entry[2] ~= r.but then chosen[entry[2]] = true end
+    end
+  end
+  for lineage in pairs(chosen) do
+    if not find(lineage, ID) then fail("a lineage is letters, digits, _ and -") end
+    index.revoked[lineage] = now
+  end
+  forget_old_marks(index, r, now)
+  return write_index(key, index)
 end

@@ -108,46 +108,57 @@ check("delete before: no expiry kept", delete("s", '{"before":1795000200}'), "ke
 
 -- pairs: each server writes its own slot, names carry versions
 store = {}
-check("slot missing", merge("p", '{"pair":2,"set":{"a":1}}'), "missing")
-check("slot create", merge("p", '{"pair":2,"create":true,"set":{"a":1}}'), "ok")
+check("slot missing", merge("p", '{"pair":[1,2],"set":{"a":1}}'), "missing")
+check("slot create", merge("p", '{"pair":[1,2],"create":true,"set":{"a":1}}'), "ok")
 check("slot written", store["p@1"], '{"a":1,"_v":{"a":1795000000250000}}')
 clock = clock + 1
-check("slot merge", merge("p", '{"pair":2,"set":{"b":[2]},"unset":["a"],'
+check("slot merge", merge("p", '{"pair":[1,2],"set":{"b":[2]},"unset":["a"],'
   .. '"ver":{"b":1795999999000000}}'), "ok")
 check("versions: read+1, now, own+1", store["p@1"],
   '{"b":[2],"_v":{"a":1795000001250000,"b":1795999999000001}}')
 store = {["p@2"] = '{"a":1,"_v":{"a":5}}'}
-check("partner slot counts", merge("p", '{"pair":2,"set":{"c":3}}'), "ok")
-refused("versions name reserved", merge, "p", '{"pair":2,"set":{"_v":1}}')
-check("pair delete", delete("p", '{"pair":2,"expires":1795003600}'), "deleted")
+check("partner slot counts", merge("p", '{"pair":[1,2],"set":{"c":3}}'), "ok")
+refused("versions name reserved", merge, "p", '{"pair":[1,2],"set":{"_v":1}}')
+check("pair delete", delete("p", '{"pair":[1,2],"expires":1795003600}'), "deleted")
 check("tombstone", store["p@ended"], '{"tcjson":"ended","_expires":1795003600.000}')
 check("slots gone", store["p@1"] == nil and store["p@2"] == nil, true)
-check("ended stays ended", merge("p", '{"pair":2,"create":true,"set":{"a":1}}'), "ended")
+check("ended stays ended", merge("p", '{"pair":[1,2],"create":true,"set":{"a":1}}'), "ended")
 check("ended writes nothing", store["p@1"], nil)
 
--- user indexes
-store = {}
-clock = 1795000000.25
-check("index add", index_add("u", '{"entry":{"id":"s1","at":1}}'),
-      '{"gen":1795000000250000,"evicted":[]}')
-index_add("u", '{"entry":{"id":"s2","at":2}}')
-check("index lines", store.u, '{"gen":1795000000250000}\n{"id":"s1","at":1}\n{"id":"s2","at":2}\n')
-index_add("u", '{"entry":{"id":"s1","at":3}}')
-check("same id replaced", store.u,
-      '{"gen":1795000000250000}\n{"id":"s2","at":2}\n{"id":"s1","at":3}\n')
+-- user indexes: lineages, revocation marks, the bound
+store, clock = {}, 1795000000.25
+local function entry(id, line, at)
+  return string.format('{"id":"%s","line":"%s","at":%d}', id, line, at)
+end
+check("index add", index_add("u", '{"entry":' .. entry("s1", "L1", 1) .. '}'),
+      '{"revoked":false,"evicted":[]}')
+index_add("u", '{"entry":' .. entry("s2", "L2", 2) .. '}')
+check("index lines", store.u, entry("s1", "L1", 1) .. "\n" .. entry("s2", "L2", 2) .. "\n")
+index_add("u", '{"entry":' .. entry("s1", "L1", 3) .. '}')
+check("same id replaced", store.u, entry("s2", "L2", 2) .. "\n" .. entry("s1", "L1", 3) .. "\n")
 store.u = store.u .. "not ours\n"
-check("oldest evicted past max", index_add("u", '{"entry":{"id":"s3","at":4},"max":2}'),
-      '{"gen":1795000000250000,"evicted":["s2"]}')
-check("other lines kept", store.u,
-      '{"gen":1795000000250000}\n{"id":"s1","at":3}\nnot ours\n{"id":"s3","at":4}\n')
-refused("entry without id", index_add, "u", '{"entry":{"at":1,"id":"x"}}')
+check("oldest signed out past max", index_add("u", '{"entry":' .. entry("s3", "L3", 4) .. ',"max":2}'),
+      '{"revoked":false,"evicted":["s2"]}')
+check("evicted lineage marked", store.u, '{"revoked":{"L2":1795000000.250}}\n'
+      .. entry("s1", "L1", 3) .. "\n" .. entry("s3", "L3", 4) .. "\nnot ours\n")
+check("a signed-out lineage is refused", index_add("u", '{"entry":' .. entry("s9", "L2", 5) .. '}'),
+      '{"revoked":true,"evicted":[]}')
+refused("entry without lineage", index_add, "u", '{"entry":{"id":"x","at":1}}')
+refused("entry with a bad id", index_add, "u", '{"entry":{"id":"a:b","line":"L"}}')
 check("drop", index_drop("u", '{"ids":["s1","zz"]}'), '{"dropped":1,"entries":1}')
-clock = clock + 1
-check("revoke", index_revoke("u", "{}"),
-      '{"gen":1795000001250000}\nnot ours\n{"id":"s3","at":4}\n')
-check("revoke missing", index_revoke("none", "{}"), "")
+clock = clock + 10
+check("revoke all but one", index_revoke("u", '{"all":true,"but":"L9"}'),
+      '{"revoked":{"L2":1795000000.250,"L3":1795000010.250}}\n' .. entry("s3", "L3", 4) .. "\nnot ours\n")
+check("old marks forgotten", index_revoke("u", '{"lines":["L5"],"keep":5}'),
+      '{"revoked":{"L3":1795000010.250,"L5":1795000010.250}}\n' .. entry("s3", "L3", 4) .. "\nnot ours\n")
+check("revoke on no index", index_revoke("none", '{"lines":["L1"]}'),
+      '{"revoked":{"L1":1795000010.250}}\n')
 store = {["u@2"] = "partner's"}
-index_add("u", '{"pair":2,"entry":{"id":"s9","at":1}}')
-check("index slot", store["u@1"], '{"gen":1795000001250000}\n{"id":"s9","at":1}\n')
+index_add("u", '{"pair":[1,2],"entry":' .. entry("s9", "L9", 1) .. '}')
+check("index slot", store["u@1"], entry("s9", "L9", 1) .. "\n")
+check("partner's slot untouched", store["u@2"], "partner's")
+store = {u = entry("s1", "L1", 1) .. "\n"}
+index_drop("u", '{"ids":["s1"]}')
+check("an empty index goes", store.u, nil)
 
 print(string.format("ok %d checks (%s)", passed, _VERSION))
