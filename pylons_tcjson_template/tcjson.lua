@@ -261,7 +261,9 @@ end
 --   ver     {"name": N, ...}       pair: the versions the caller read
 --   create  true                   pair: write even if nothing is stored
 --   expires T                      delete on a pair: when the tombstone may go
---   before  T                      delete: only if the record expired before T
+--   before  T                      delete (purge): only if "_expires" < T
+--   idle    T                      delete (purge): or, without "_expires",
+--                                  if "_accessed_time" < T
 --   entry, max, ids, lines, all, but, keep     user indexes (below)
 local function parse_request(text)
   local r = {set = {}, unset = {}, ver = {}}
@@ -282,6 +284,7 @@ local function parse_request(text)
     elseif name == "create" then r.create = raw == "true"
     elseif name == "expires" then r.expires = number(raw, "expires")
     elseif name == "before" then r.before = number(raw, "before")
+    elseif name == "idle" then r.idle = number(raw, "idle")
     elseif name == "entry" then r.entry = raw
     elseif name == "max" then r.max = whole(raw, "max")
     elseif name == "keep" then r.keep = number(raw, "keep")
@@ -431,27 +434,54 @@ local function time_field(list, name)
   end
 end
 
+-- Purge's test: with "before", a record whose "_expires" has passed; with
+-- "idle", one without "_expires" whose "_accessed_time" is older.
+local function expired(text, r)
+  local list = members(text, "the record")
+  local expires = time_field(list, "_expires")
+  if expires then return r.before ~= nil and expires < r.before end
+  local accessed = time_field(list, "_accessed_time")
+  return r.idle ~= nil and accessed ~= nil and accessed < r.idle
+end
+
+-- Purge on a pair: the session goes only if every copy here has expired,
+-- and leaves no tombstone (no copy that arrives later can be younger).
+local function purge_slots(key, r)
+  local found = false
+  for _, sid in ipairs(r.pair) do
+    local text = read(key .. "@" .. sid, r.limit)
+    if text then
+      if not expired(text, r) then return "kept" end
+      found = true
+    end
+  end
+  if not found then return "missing" end
+  for _, sid in ipairs(r.pair) do _out(key .. "@" .. sid) end
+  return "deleted"
+end
+
 -- End a session: delete its record under the same lock merge takes, so a
--- merge can never bring it back.  With "before": only if its "_expires"
--- has passed (purge).  On a pair, a tombstone "<key>@ended" stays, so that
--- no slot replication delivers later revives it.  Answers "deleted",
--- "missing" or "kept".
+-- merge can never bring it back.  On a pair every copy goes and a
+-- tombstone "<key>@ended" stays, so that no copy replication delivers
+-- later revives it.  With "before" or "idle" (purge): only an expired
+-- record goes.  Answers "deleted", "missing" or "kept".
 function delete(key, value)
   local r = parse_request(value)
+  local purge = r.before or r.idle
+  if r.pair and purge then return purge_slots(key, r) end
   if r.pair then
     local found = false
     for _, sid in ipairs(r.pair) do
       found = _out(key .. "@" .. sid) or found
     end
     local expires = r.expires and format(',"_expires":%.3f', r.expires) or ""
-    _put(key .. "@ended", '{"tcjson":"ended"' .. expires .. '}')
+    _put(key .. "@ended", format('{"tcjson":"ended","_accessed_time":%.3f%s}', _time(), expires))
     return found and "deleted" or "missing"
   end
-  if r.before then
+  if purge then
     local text = read(key, r.limit)
     if not text then return "missing" end
-    local expires = time_field(members(text, "the record"), "_expires")
-    if not expires or expires >= r.before then return "kept" end
+    if not expired(text, r) then return "kept" end
   end
   return _out(key) and "deleted" or "missing"
 end

@@ -30,8 +30,11 @@ from pylons_tcjson_template import tyrant
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BACKEND_SOURCE = os.path.join(HERE, 'tcjson.py')
-CLIENT_SOURCE = os.path.join(HERE, 'tyrant.py')
-USERS_SOURCE = os.path.join(HERE, 'user_sessions.py')
+# The single-source modules copied into a project's lib/, in layer order:
+# the servers, records, the session class and its server half, sessions
+# per user, purge.
+LIB_SOURCES = ('tyrant.py', 'records.py', 'tcjson.py', 'tcjson.lua', 'user_sessions.py',
+               'purge.py')
 DEVTYRANT_SOURCE = os.path.join(HERE, 'devtyrant')
 
 # Names a generated package must not take: it would shadow what the
@@ -207,9 +210,8 @@ class PylonsTcjsonTemplate(Template):
     def post(self, command, output_dir, vars):
         """Copy the single-source modules into <package>/lib/."""
         lib_dir = os.path.join(output_dir, vars['package'], 'lib')
-        copies = [(BACKEND_SOURCE, os.path.join(lib_dir, 'tcjson.py')),
-                  (CLIENT_SOURCE, os.path.join(lib_dir, 'tyrant.py')),
-                  (USERS_SOURCE, os.path.join(lib_dir, 'user_sessions.py'))]
+        copies = [(os.path.join(HERE, name), os.path.join(lib_dir, name))
+                  for name in LIB_SOURCES]
         for root, dirs, files in os.walk(DEVTYRANT_SOURCE):
             dirs[:] = [d for d in dirs if d != '__pycache__']
             rel = os.path.relpath(root, DEVTYRANT_SOURCE)

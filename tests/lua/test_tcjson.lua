@@ -105,6 +105,8 @@ check("delete before: kept", store.s ~= nil, true)
 check("delete before: expired", delete("s", '{"before":1795000200}'), "deleted")
 store.s = '{"_accessed_time":1}'
 check("delete before: no expiry kept", delete("s", '{"before":1795000200}'), "kept")
+check("delete idle: accessed later kept", delete("s", '{"idle":0.5}'), "kept")
+check("delete idle: accessed before", delete("s", '{"idle":2}'), "deleted")
 
 -- pairs: each server writes its own slot, names carry versions
 store = {}
@@ -120,8 +122,13 @@ store = {["p@2"] = '{"a":1,"_v":{"a":5}}'}
 check("partner slot counts", merge("p", '{"pair":[1,2],"set":{"c":3}}'), "ok")
 refused("versions name reserved", merge, "p", '{"pair":[1,2],"set":{"_v":1}}')
 check("pair delete", delete("p", '{"pair":[1,2],"expires":1795003600}'), "deleted")
-check("tombstone", store["p@ended"], '{"tcjson":"ended","_expires":1795003600.000}')
+check("tombstone", store["p@ended"],
+      '{"tcjson":"ended","_accessed_time":1795000001.250,"_expires":1795003600.000}')
 check("slots gone", store["p@1"] == nil and store["p@2"] == nil, true)
+store["q@1"], store["q@2"] = '{"_expires":5,"_v":{}}', '{"_expires":1795000100,"_v":{}}'
+check("purge on a pair: one copy alive", delete("q", '{"pair":[1,2],"before":1795000000}'), "kept")
+check("purge on a pair: all expired", delete("q", '{"pair":[1,2],"before":1795000200}'), "deleted")
+check("purge leaves no tombstone", store["q@1"] == nil and store["q@2"] == nil and store["q@ended"] == nil, true)
 check("ended stays ended", merge("p", '{"pair":[1,2],"create":true,"set":{"a":1}}'), "ended")
 check("ended writes nothing", store["p@1"], nil)
 

@@ -110,17 +110,18 @@
   </div>
   <p class="muted">What is stored where: each session is one record,
     <code>&lt;prefix&gt;&lt;id&gt;:session</code>, holding
-    <code>user</code>; it is the truth. Each sign-in also appended one JSON
-    line (session id, time, browser) to the index
-    <code id="index-key">${c.index_key}</code> with Tyrant's atomic
-    <code>putcat</code>, so concurrent sign-ins need no lock. The list
-    above reads the index and then the records; lines of sessions that
-    ended (logout, expiry, purge) are dropped from the index as it goes.
-    Rows are named by a handle, a hash of the session id: the page never
-    shows the ids of your other browsers.</p>
+    <code>user</code>; it is the truth. Each sign-in also added a JSON line
+    (session, time, browser) to the index
+    <code id="index-key">${c.index_key}</code>, in one call that Tyrant runs
+    atomically (lib/tcjson.lua), so concurrent sign-ins lose nothing. The
+    list above reads the index and then the records; lines of sessions
+    that ended (logout, expiry, purge) are dropped from the index as it
+    goes. Sessions are named by a handle, a hash of the session id: the
+    page never shows the ids of your other browsers, not even below.</p>
   <details>
-    <summary>The index in Tyrant</summary>
-    <pre id="index-raw">${c.index_raw or u'(none)'}</pre>
+    <summary>The index in Tyrant (ids shown as handles; ${c.revoked_lineages}
+      signed-out lineage(s) remembered)</summary>
+    <pre id="index-raw">${u'\n'.join(c.index_lines) or u'(none)'}</pre>
   </details>
 </section>
 % endif
