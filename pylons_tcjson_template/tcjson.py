@@ -119,7 +119,8 @@ from .records import (DECODER, MAX_DEPTH, MAX_SESSION_SIZE, MAX_VALUES,  # noqa:
                       TIME_FIELDS, Record, UnreadableRecord, UnstorableValue, dumps,
                       parse_json, parse_session_record, same_json)
 from .tyrant import (ConfigError, ExtensionMissing, ExtRefused, TcjsonError,  # noqa: F401
-                     TyrantUnavailable, _bytes, get_servers, parse_url, pool_option)
+                     TyrantUnavailable, _bytes, get_pool, get_servers, parse_url,
+                     pool_option)
 
 DEFAULT_PREFIX = 'beaker:'
 OPAQUE = 'beaker-opaque'

@@ -6,10 +6,11 @@ what was stored.  The specification, in short:
 
 * records are plain JSON objects that other programs can read and write;
 * a read costs one command and writes nothing until the access time is
-  ``refresh_interval`` old; a write costs three round trips;
+  ``refresh_interval`` old; a write costs two: the read and one merge that
+  Tyrant runs under the record's lock (lib/tcjson.lua);
 * ``invalidate()``, ``regenerate_id()`` and ``delete()`` remove the old
   record at once, and no request still in flight brings it back;
-* concurrent saves merge key by key under a short-lived lock.
+* concurrent saves merge key by key, and no lock record ever exists.
 """
 import datetime
 import socket
@@ -22,7 +23,7 @@ import simplejson as json
 from beaker.middleware import SessionMiddleware
 from webtest import TestApp as WebApp
 
-from pylons_tcjson_template import tcjson
+from pylons_tcjson_template import purge, tcjson
 
 
 def session_app(url, **options):
@@ -62,7 +63,10 @@ def session_app(url, **options):
                            'key': tcjson.session_record_key(session)})
         start_response('200 OK', [('Content-Type', 'application/json')])
         return [body]
-    config = {'session.type': 'ext:tcjson', 'session.url': url, 'session.timeout': '600'}
+    # Beaker's SessionMiddleware would turn an unreadable record into a new
+    # session unless told not to (config/middleware.py tells it so too).
+    config = {'session.type': 'ext:tcjson', 'session.url': url, 'session.timeout': '600',
+              'session.invalidate_corrupt': 'false'}
     config.update(('session.' + k, v) for k, v in options.items())
     tcjson.register()
     return WebApp(SessionMiddleware(app, config, session_class=tcjson.TyrantSession))
@@ -91,16 +95,26 @@ def raw_put(server, key, value):
         sock.close()
 
 
+def server_counts(server):
+    """The server's own count of each command it ran (stat), but stat."""
+    lines = tcjson.get_pool(server.url).request('stat').splitlines()
+    return dict((name, int(value)) for name, _, value in (line.partition('\t')
+                                                           for line in lines)
+                if name.startswith('cnt_') and not name.endswith('_miss')
+                and name != 'cnt_stat')
+
+
 @pytest.fixture
 def round_trips(tyrant, monkeypatch):
     """What the process sends to Tyrant: one list per round trip, of the
-    command names sent in it."""
+    command names sent in it (for ext, the tcjson.lua function)."""
     pool, trips = tcjson.get_pool(tyrant.url), []
+    pool.pipeline(('ext', 'probe', '', '', 0))      # the connection's probe, done
     request, pipeline = pool.request, pool.pipeline
     monkeypatch.setattr(pool, 'request', lambda name, *a: trips.append([name]) or
                         request(name, *a))
     monkeypatch.setattr(pool, 'pipeline', lambda *cmds: trips.append(
-        [c[0] for c in cmds]) or pipeline(*cmds))
+        [c[1] if c[0] == 'ext' else c[0] for c in cmds]) or pipeline(*cmds))
     return trips
 
 
@@ -146,7 +160,6 @@ def test_a_datetime_value_is_a_clear_error_and_the_old_record_stays(tyrant):
         app.get('/when')
     assert "'when'" in str(info.value) and 'datetime.datetime' in str(info.value)
     assert raw(tyrant, key) == before
-    assert raw(tyrant, 'beaker:lock:%s:session' % key.split(':')[1]) is None  # no lock left
 
 
 def test_flash_messages_survive_as_lists(tyrant):
@@ -190,13 +203,29 @@ def test_a_read_only_request_costs_one_get_and_writes_nothing(tyrant, round_trip
     assert raw(tyrant, key) == before
 
 
-def test_a_write_request_costs_three_round_trips(tyrant, round_trips):
+def test_a_write_request_costs_the_read_and_one_merge(tyrant, round_trips):
     app = session_app(tyrant.url)
     key = app.get('/inc').json['key']
     del round_trips[:]
     app.get('/inc')
-    assert round_trips == [['get'], ['putkeep', 'get'], ['put', 'out']]
+    assert round_trips == [['get'], ['merge']]
     assert stored(tyrant, key)['counter'] == 2
+
+
+def test_the_server_counts_one_command_per_read_and_two_per_write(tyrant):
+    """Counted by the server itself (stat's cnt_ lines), not by the client."""
+    app = session_app(tyrant.url)
+    app.get('/inc')
+    tcjson.get_pool(tyrant.url).pipeline(('ext', 'probe', '', '', 0))
+    before = server_counts(tyrant)
+    app.get('/')
+    after_read = server_counts(tyrant)
+    app.get('/inc')
+    after_write = server_counts(tyrant)
+    assert sum(after_read.values()) - sum(before.values()) == 1
+    assert after_read['cnt_get'] - before['cnt_get'] == 1
+    assert sum(after_write.values()) - sum(after_read.values()) == 2
+    assert after_write['cnt_ext'] - after_read['cnt_ext'] == 1
 
 
 def test_saving_an_unchanged_session_writes_nothing(tyrant, round_trips):
@@ -218,7 +247,7 @@ def test_the_access_time_is_refreshed_only_after_the_refresh_interval(tyrant, ro
     assert round_trips == [['get']]
     time.sleep(0.35)
     app.get('/')
-    assert round_trips[1:] == [['get'], ['putkeep', 'get'], ['put', 'out']]
+    assert round_trips[1:] == [['get'], ['merge']]
     refreshed = stored(tyrant, key)
     assert refreshed['_accessed_time'] >= first['_accessed_time'] + 0.35
     assert refreshed['_expires'] == pytest.approx(refreshed['_accessed_time'] + 600, abs=0.001)
@@ -239,11 +268,11 @@ def test_the_default_refresh_interval_follows_the_timeout():
 def test_an_idle_session_times_out_and_purge_agrees(tyrant):
     app = session_app(tyrant.url, timeout='1', refresh_interval='0')
     first = app.get('/inc').json
-    assert tcjson.purge_expired(tyrant.url)['deleted'] == 0
+    assert purge.purge_expired(tyrant.url)['deleted'] == 0
     time.sleep(1.1)
     # Expired for Beaker and for purge at the same moment: _expires is
     # _accessed_time + timeout.
-    assert tcjson.purge_expired(tyrant.url, now=time.time())['deleted'] == 1
+    assert purge.purge_expired(tyrant.url, now=time.time())['deleted'] == 1
     second = app.get('/inc').json
     assert second['id'] != first['id'] and second['data']['counter'] == 1
 
@@ -302,7 +331,6 @@ def test_ending_a_session_works_across_a_tyrant_restart(tyrant_factory, call):
     server.start()                                    # same file, pooled sockets dead
     app.get(call)
     assert raw(server, old['key']) is None
-    assert raw(server, 'beaker:lock:%s:session' % old['id']) is None
 
 
 def test_destroying_one_session_leaves_another_intact(tyrant):
@@ -370,32 +398,6 @@ def test_a_request_in_flight_cannot_bring_an_ended_session_back(tyrant, end):
     slow_writer['cart'] = ['book']
     slow_writer.save()
     assert raw(tyrant, key) is None
-
-
-def test_a_lock_left_by_a_crashed_process_delays_a_save_briefly(tyrant):
-    sid = session_app(tyrant.url, io_timeout='1').get('/inc').json['id']
-    raw_put(tyrant, 'beaker:lock:%s:session' % sid,
-            json.dumps({'tcjson': 'lock', 'owner': 'crashed', '_expires': time.time() + 0.3}))
-    session = tyrant_session(tyrant, sid, io_timeout='1')
-    session['x'] = 1
-    started = time.time()
-    session.save()
-    assert 0.25 < time.time() - started < 1.0
-    assert stored(tyrant, 'beaker:%s:session' % sid)['x'] == 1
-
-
-def test_a_lock_held_beyond_io_timeout_is_an_outage_with_nothing_written(tyrant):
-    sid = session_app(tyrant.url).get('/inc').json['id']
-    key = 'beaker:%s:session' % sid
-    before = raw(tyrant, key)
-    raw_put(tyrant, 'beaker:lock:%s:session' % sid,
-            json.dumps({'tcjson': 'lock', 'owner': 'busy', '_expires': time.time() + 30}))
-    session = tyrant_session(tyrant, sid, io_timeout='0.3')
-    session['x'] = 1
-    with pytest.raises(tcjson.TyrantUnavailable) as info:
-        session.save()
-    assert 'a lock stayed taken' in str(info.value)
-    assert raw(tyrant, key) == before
 
 
 # ---- configuration
@@ -519,18 +521,147 @@ def test_cookie_attributes_never_come_from_a_record(tyrant, call):
     assert not any(name.lower() == 'x-injected' for name, _ in reply.headerlist)
 
 
-def test_a_session_lock_outlives_a_failover_but_not_a_minute(tyrant):
-    """The lock a save takes expires connect_timeout + 2 * io_timeout after
-    it was taken: a save that waited out one server and went to its
-    partner still holds it; a crashed holder blocks for seconds only."""
+# ---- what the record lock inside Tyrant guarantees
+
+def test_sixteen_threads_saving_different_keys_of_one_session_lose_nothing(tyrant):
     sid = session_app(tyrant.url).get('/inc').json['id']
-    manager = tcjson.TyrantNamespaceManager(sid, url=tyrant.url, connect_timeout='0.5',
-                                            io_timeout='1.5')
-    lock = tcjson.session_lock(manager)
-    taken = time.time()
-    assert lock.acquire_and_get(manager.record_key('session')) is not None
-    held = stored(tyrant, manager.lock_key('session'))
-    lock.release()
-    assert held['tcjson'] == 'lock'
-    assert held['_expires'] == pytest.approx(taken + 0.5 + 2 * 1.5, abs=0.1)
-    assert raw(tyrant, manager.lock_key('session')) is None
+    errors = []
+
+    def worker(name):
+        try:
+            for _ in range(100):
+                session = tyrant_session(tyrant, sid)
+                session[name] = session.get(name, 0) + 1
+                session.save()
+        except Exception as exc:                       # counted, then asserted
+            errors.append(repr(exc))
+    threads = [threading.Thread(target=worker, args=('k%02d' % n,)) for n in range(16)]
+    for each in threads:
+        each.start()
+    for each in threads:
+        each.join()
+    record = stored(tyrant, 'beaker:%s:session' % sid)
+    assert errors == []
+    assert [record['k%02d' % n] for n in range(16)] == [100] * 16
+
+
+@pytest.fixture
+def proxy(tyrant):
+    from proxy_support import HoldingProxy
+    proxy = HoldingProxy(tyrant.host, tyrant.port)
+    yield proxy
+    proxy.close()
+
+
+def test_a_save_delayed_past_its_timeout_cannot_undo_a_later_save(tyrant, proxy):
+    sid = session_app(tyrant.url).get('/set?a=1').json['id']
+    slow = tyrant_session(tyrant, sid, url=proxy.url, io_timeout='0.3')
+    slow['a'] = 'late'
+    tcjson.get_pool(proxy.url).pipeline(('ext', 'probe', '', '', 0))
+    proxy.hold()                               # the slow request's merge is stuck
+    with pytest.raises(tcjson.TyrantUnavailable):
+        slow.save()
+    later = tyrant_session(tyrant, sid)
+    later['b'] = 'later'
+    later.save()                               # acknowledged meanwhile
+    proxy.release()                            # the stuck merge arrives now
+    time.sleep(0.2)
+    record = stored(tyrant, 'beaker:%s:session' % sid)
+    assert record['b'] == 'later'              # kept: the late merge names only "a"
+    assert record['a'] == 'late'               # ...and its one key is the newest write
+
+
+def test_a_save_delayed_past_its_timeout_cannot_bring_a_logout_back(tyrant, proxy):
+    sid = session_app(tyrant.url).get('/set?user=alice').json['id']
+    slow = tyrant_session(tyrant, sid, url=proxy.url, io_timeout='0.3')
+    slow['cart'] = ['book']
+    tcjson.get_pool(proxy.url).pipeline(('ext', 'probe', '', '', 0))
+    proxy.hold()
+    with pytest.raises(tcjson.TyrantUnavailable):
+        slow.save()
+    tyrant_session(tyrant, sid).delete()       # logout, acknowledged
+    proxy.release()
+    time.sleep(0.2)
+    assert raw(tyrant, 'beaker:%s:session' % sid) is None
+
+
+def test_two_hosts_with_clocks_ten_seconds_apart_lose_nothing(tyrant, monkeypatch):
+    """No decision about a write depends on the clocks of the application
+    hosts: their saves interleave and every one of them is kept."""
+    sid = session_app(tyrant.url).get('/inc').json['id']
+    real_time = time.time
+    ahead = threading.local()
+    monkeypatch.setattr(tcjson.time, 'time',
+                        lambda: real_time() + (10.0 if getattr(ahead, 'on', False) else 0))
+    errors = []
+
+    def host(name, skewed):
+        ahead.on = skewed
+        try:
+            for _ in range(50):
+                session = tyrant_session(tyrant, sid)
+                session[name] = session.get(name, 0) + 1
+                session.save()
+        except Exception as exc:
+            errors.append(repr(exc))
+    threads = [threading.Thread(target=host, args=('host%d' % n, n % 2 == 0))
+               for n in range(4)]
+    for each in threads:
+        each.start()
+    for each in threads:
+        each.join()
+    record = stored(tyrant, 'beaker:%s:session' % sid)
+    assert errors == []
+    assert [record['host%d' % n] for n in range(4)] == [50] * 4
+
+
+def test_no_key_with_a_lock_in_its_name_ever_exists(tyrant):
+    app, other = session_app(tyrant.url, timeout='1'), session_app(tyrant.url)
+    for path in ('/inc', '/inc', '/set?a=1', '/regenerate', '/flash', '/invalidate',
+                 '/inc', '/delete', '/inc'):
+        app.get(path)
+        other.get(path)
+    purge.purge_expired(tyrant.url, now=time.time() + 2)
+    keys = tcjson.get_pool(tyrant.url).request('fwmkeys', '', 100000)
+    assert keys and not [key for key in keys if 'lock' in key]
+
+
+def test_regenerating_the_id_of_a_session_ended_meanwhile_starts_empty(tyrant):
+    sid = session_app(tyrant.url).get('/set?user=alice').json['id']
+    request = tyrant_session(tyrant, sid)          # loaded while still signed in
+    tyrant_session(tyrant, sid).delete()           # logged out elsewhere
+    request.regenerate_id()
+    assert 'user' not in request and request.id != sid
+    request.save(accessed_only=True)              # as the middleware does at the end
+    assert raw(tyrant, 'beaker:%s:session' % request.id) is None   # nothing to store
+
+
+def test_a_server_without_the_extension_is_named_and_nothing_is_written(tyrant_factory):
+    server = tyrant_factory(ext=False)
+    app = session_app(server.url)
+    key = app.get('/inc').json['key']                  # a new session: a plain put
+    before = raw(server, key)
+    with pytest.raises(tcjson.ExtensionMissing) as info:
+        app.get('/inc')
+    assert '-ext' in str(info.value) and 'tcjson.lua' in str(info.value)
+    assert raw(server, key) == before
+
+
+def test_invalidate_corrupt_starts_a_new_session_and_keeps_the_record(tyrant, caplog):
+    sid = 'e' * 32
+    raw_put(tyrant, 'beaker:%s:session' % sid, '{"visits": [[[')
+    app = session_app(tyrant.url, invalidate_corrupt='true')
+    app.set_cookie('beaker.session.id', sid)
+    reply = app.get('/inc').json
+    assert reply['id'] != sid and reply['data']['counter'] == 1
+    assert raw(tyrant, 'beaker:%s:session' % sid) == '{"visits": [[['
+    assert 'unreadable' in caplog.text and sid not in caplog.text
+
+
+def test_without_invalidate_corrupt_an_unreadable_record_is_an_error(tyrant):
+    sid = 'e' * 32
+    raw_put(tyrant, 'beaker:%s:session' % sid, '[1, 2]')
+    app = session_app(tyrant.url)
+    app.set_cookie('beaker.session.id', sid)
+    with pytest.raises(tcjson.UnreadableRecord):
+        app.get('/inc')

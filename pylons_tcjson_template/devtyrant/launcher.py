@@ -30,6 +30,10 @@ import time
 _SERVER_MODULE = __name__.rsplit('.', 1)[0] + '.server'
 
 
+EXT_SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                          'tcjson.lua')
+
+
 class ServerFailed(RuntimeError):
     """The server process exited or did not start listening in time."""
 
@@ -117,7 +121,7 @@ class TyrantProcess(object):
 
     def __init__(self, dbpath='*', host='127.0.0.1', port=None, ttserver=None,
                  log=None, ulog=None, ulim=None, sid=None, mhost=None, mport=None,
-                 rts=None, rcc=False):
+                 rts=None, rcc=False, ext=None):
         """`ulog` (update log directory, created if missing), `ulim` (its
         file size limit, a number or ttserver's "64m" form), `sid` (server
         id 1..65535), `mhost`/`mport` (the master to replicate from), `rts`
@@ -135,6 +139,8 @@ class TyrantProcess(object):
         self.log = log
         self.ulog, self.ulim, self.sid = ulog, ulim, sid
         self.mhost, self.mport, self.rts, self.rcc = mhost, mport, rts, rcc
+        # The Lua extension: the package's tcjson.lua unless told otherwise.
+        self.ext = EXT_SCRIPT if ext is None else ext
         self.process = None
 
     @property
@@ -162,8 +168,9 @@ class TyrantProcess(object):
             program = [self.ttserver]
         else:
             program = [sys.executable, '-m', _SERVER_MODULE]
+        ext = ['-ext', self.ext] if self.ext and self.ttserver else []
         return (program + ['-host', self.host, '-port', str(self.port)]
-                + self.replication_flags() + [self.dbpath])
+                + self.replication_flags() + ext + [self.dbpath])
 
     def start(self, timeout=15.0):
         """Start the server (again, after stop or kill: same port, same
