@@ -231,7 +231,7 @@ class _Socket(object):
             raise TyrantUnavailable(url, 'no connection within connect_timeout=%gs'
                                     % connect_timeout, timed_out=True)
         except socket.error as exc:
-            raise TyrantUnavailable(url, 'cannot connect: %s' % exc)
+            raise TyrantUnavailable(url, 'cannot connect (%s)' % (exc.strerror or exc))
         # The kernel enforces io_timeout (SO_RCVTIMEO/SO_SNDTIMEO) on a
         # blocking socket: Python's own timeout mode would add a poll()
         # system call before every send and every recv.
