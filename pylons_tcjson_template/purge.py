@@ -289,7 +289,6 @@ def store_stats(url, prefix=tcjson.DEFAULT_PREFIX, batch_size=500, progress=None
              'session_bytes', 'users', 'index_bytes', 'ended', 'other', 'batches')
     totals = dict.fromkeys(names, 0)
     totals.update(oldest=None, newest=None)
-    servers = get_servers(url, **pool_options)
 
     def visit(shard, pool, keys):
         sizes = dict((key, size) for key, size in
@@ -304,8 +303,7 @@ def store_stats(url, prefix=tcjson.DEFAULT_PREFIX, batch_size=500, progress=None
         bases.update(key.rpartition('@')[0] for key in kinds.get('slot', []))
         totals['session_bytes'] += sum(sizes[key] for key in kinds.get('session', []) +
                                        kinds.get('slot', []))
-        found = records.read_many(servers, bases, max_size,
-                                  route=lambda key: key[len(prefix):-len(':session')])
+        found = records.read_on(shard, sorted(bases), max_size)
         for base in bases:
             _count_session(found.get(base, ()), now, totals)
         totals['users'] += len(set(key.rpartition('@')[0] if '@' in key else key

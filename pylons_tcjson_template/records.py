@@ -336,16 +336,6 @@ READ_BYTES = 16 * 1024 * 1024   # bytes of records read per round trip, at most
 PIPELINE = 500                  # records deleted per round trip, at most
 
 
-def _by_target(servers, keys, route):
-    """[(pool or pair, keys)]: where each key's record lives; route(key) is
-    the name that places it (a session record: its session id)."""
-    groups = {}
-    for key in keys:
-        target = servers.for_key(route(key))
-        groups.setdefault(getattr(target, 'pair', target), []).append(key)
-    return groups.items()
-
-
 def read_bounded(pool, keys, max_size):
     """{key: bytes} of `keys` on one server, at most READ_BYTES per round
     trip; a record over `max_size` bytes is not read but named, with None."""
@@ -393,30 +383,28 @@ def _read_pair(pair, keys, max_size):
     return found
 
 
-def read_many(servers, keys, max_size, route):
+def read_on(target, keys, max_size):
     """{key: record dict, or None if it exists but is no readable session}
-    for the session records `keys`; missing ones are left out.  Per
-    server, the sizes then the records (a pair: each member's slots)."""
+    for the session records `keys` on one server or pair; missing ones are
+    left out.  The sizes, then the records (a pair: each member's slots)."""
+    read = (_read_pair(target, keys, max_size) if hasattr(target, 'members')
+            else read_bounded(target, keys, max_size))
     found = {}
-    for target, group in _by_target(servers, keys, route):
-        read = (_read_pair(target, group, max_size) if hasattr(target, 'members')
-                else read_bounded(target, group, max_size))
-        for key, raw in read.iteritems():
-            try:
-                found[key] = None if raw is None else parse_session_record(raw, max_size)
-            except ValueError:
-                found[key] = None
+    for key, raw in read.iteritems():
+        try:
+            found[key] = None if raw is None else parse_session_record(raw, max_size)
+        except ValueError:
+            found[key] = None
     return found
 
 
-def delete_many(servers, keys, route, expires=None):
-    """End these sessions as Record.delete() does, PIPELINE per round trip
-    on each server (a pair: on both members)."""
-    for target, group in _by_target(servers, keys, route):
-        for start in xrange(0, len(group), PIPELINE):
-            chunk = group[start:start + PIPELINE]
-            if hasattr(target, 'members'):
-                request = _pair_delete(target, expires)
-                target.write_all([('ext', 'delete', key, request) for key in chunk])
-            else:
-                target.pipeline(*[('ext', 'delete', key, '{}') for key in chunk])
+def delete_on(target, keys, expires=None):
+    """End these sessions on one server or pair as Record.delete() does,
+    PIPELINE per round trip (a pair: on both members)."""
+    for start in xrange(0, len(keys), PIPELINE):
+        chunk = keys[start:start + PIPELINE]
+        if hasattr(target, 'members'):
+            request = _pair_delete(target, expires)
+            target.write_all([('ext', 'delete', key, request) for key in chunk])
+        else:
+            target.pipeline(*[('ext', 'delete', key, '{}') for key in chunk])

@@ -88,7 +88,7 @@ import uuid
 from collections import namedtuple
 
 from . import records, tcjson
-from .tyrant import PairRoute, _bytes, is_no
+from .tyrant import DualMasterPair, _bytes, is_no
 
 USER_KEY = 'user'             # the session key holding the signed-in user's id
 SIGN_IN_KEY = '_sign_in'      # ...and the sign-in's lineage and detail
@@ -200,34 +200,43 @@ def _parse_index(text):
 
 
 class _Index(object):
-    """One user's index: its key, the server or pair holding it, and the
-    lib/tcjson.lua calls that change it."""
+    """One user's index: its key, and the lib/tcjson.lua calls that read
+    and change it.  New entries go to the shard its key hashes to; reads
+    and sign-outs reach every shard, so that adding or removing a shard
+    never hides a session from a sign-out (README, "Several Tyrant
+    servers")."""
 
     def __init__(self, store, escaped):
         self.key = store.prefix + 'user:' + escaped
-        self.target = store.servers.for_key(self.key)
-        self.pair = self.target.pair if isinstance(self.target, PairRoute) else None
+        self.servers = store.servers
+        owner = self.servers.for_key(self.key)
+        self.owner = getattr(owner, 'pair', owner)
 
-    def call(self, name, request):
+    def call(self, name, request, everywhere=False):
         """tcjson.lua's `name` on the index: a list of answers (one per
-        member of a pair, each member changing its own copy)."""
-        if self.pair is None:
-            return [self.target.ext(name, self.key, records.dumps(request))]
-        request = dict(request, pair=self.pair.sids())
-        answers = self.pair.write_all([('ext', name, self.key, records.dumps(request))])
-        for member, (answer,) in answers:
-            if is_no(answer):
-                raise tcjson.ExtRefused(member.url, name, self.key)
-        return [answer for _, (answer,) in answers]
+        shard, and per member of a pair: each member keeps its own copy)."""
+        answers = []
+        for shard in self.servers.shards() if everywhere else [self.owner]:
+            if not isinstance(shard, DualMasterPair):
+                answers.append(shard.ext(name, self.key, records.dumps(request)))
+                continue
+            text = records.dumps(dict(request, pair=shard.sids()))
+            for member, (answer,) in shard.write_all([('ext', name, self.key, text)]):
+                if is_no(answer):
+                    raise tcjson.ExtRefused(member.url, name, self.key)
+                answers.append(answer)
+        return answers
 
     def read(self):
         """({lineage: time}, [entries]) of the index, every copy merged."""
-        if self.pair is None:
-            texts = [self.target.pipeline(('get', self.key))[0]]
-        else:
-            keys = [self.key + '@%d' % sid for sid in self.pair.sids()]
-            texts = [text for _, (found,) in self.pair.read([('mget', keys)])
-                     for text in found.itervalues()]
+        texts = []
+        for shard in self.servers.shards():
+            if isinstance(shard, DualMasterPair):
+                keys = [self.key + '@%d' % sid for sid in shard.sids()]
+                texts.extend(text for _, (found,) in shard.read([('mget', keys)])
+                             for text in found.itervalues())
+            else:
+                texts.append(shard.pipeline(('get', self.key))[0])
         return _merge_copies(texts)
 
     def add(self, session_id, line, detail, now):
@@ -241,7 +250,8 @@ class _Index(object):
                 sorted(set(str(id) for result in results for id in result['evicted'])))
 
     def drop(self, session_ids):
-        self.call('index_drop', {'ids': sorted(session_ids), 'keep': REVOKED_SECONDS})
+        self.call('index_drop', {'ids': sorted(session_ids), 'keep': REVOKED_SECONDS},
+                  everywhere=True)
 
     def revoke(self, lines=(), all_but=None):
         """Mark lineages signed out: ({lineage: time} of every lineage
@@ -249,7 +259,7 @@ class _Index(object):
         request = {'lines': sorted(lines), 'keep': REVOKED_SECONDS}
         if all_but is not None:
             request.update(all=True, but=all_but)
-        return _merge_copies(self.call('index_revoke', request))
+        return _merge_copies(self.call('index_revoke', request, everywhere=True))
 
 
 def _merge_copies(texts):
@@ -303,11 +313,17 @@ class UserSessions(object):
     # -- reading
     def read_records(self, session_ids):
         """{session id: its record as a dict, or None if it exists but is no
-        readable session}; ids without a record are left out."""
+        readable session}; ids without a record are left out.  Every shard
+        is read: after a shard was added, a session's record may still sit
+        where its id used to hash (the owner's copy wins)."""
         keys = dict((self.record_key(session_id), session_id) for session_id in session_ids)
-        found = records.read_many(self.servers, keys, self.max_record,
-                                  route=lambda key: keys[key])
-        return dict((keys[key], record) for key, record in found.iteritems())
+        found = {}
+        for index, shard in enumerate(self.servers.shards()):
+            for key, record in records.read_on(shard, sorted(keys), self.max_record).items():
+                session_id = keys[key]
+                if session_id not in found or self.servers.shard_index(session_id) == index:
+                    found[session_id] = record
+        return found
 
     def _look(self, index, user_id, now):
         """(live SessionInfo list, ids of dead entries): one read of the
@@ -356,12 +372,13 @@ class UserSessions(object):
         return removed
 
     def delete_sessions(self, session_ids, expires=None):
-        """Delete these session records as TyrantSession.delete() does (on a
-        pair, the tombstones live until `expires`, when the sessions would
-        have expired anyway)."""
-        records.delete_many(self.servers, [self.record_key(sid) for sid in session_ids],
-                            route=lambda key: key[len(self.prefix):-len(':session')],
-                            expires=expires)
+        """Delete these session records as TyrantSession.delete() does, on
+        every shard (on a pair, the tombstones live until `expires`, when
+        the sessions would have expired anyway)."""
+        keys = [self.record_key(session_id) for session_id in session_ids]
+        if keys:
+            for shard in self.servers.shards():
+                records.delete_on(shard, keys, expires)
 
     # -- purge
     def prune_indexes(self, index_keys, now=None):

@@ -1,8 +1,10 @@
 """Sessions per user (user_sessions.py) against live Tyrant servers.
 
-A user's index is JSON lines appended with putcat; listing and revoking
-read the session records, which stay the truth; revoking deletes each
-record under its session lock; purge prunes the indexes.
+A user's index is JSON lines that lib/tcjson.lua changes under the index's
+record lock; listing and revoking read the session records, which stay the
+truth; a sign-out marks the lineages it ends before it deletes their
+records, so no new id of a signed-out session survives; purge prunes the
+indexes.
 """
 import threading
 import time
@@ -13,7 +15,7 @@ import simplejson as json
 from beaker.middleware import SessionMiddleware
 from webtest import TestApp as WebApp
 
-from pylons_tcjson_template import tcjson, user_sessions
+from pylons_tcjson_template import purge, tcjson, user_sessions
 from pylons_tcjson_template.user_sessions import SIGN_IN_GRACE, UserSessions
 
 LATER = SIGN_IN_GRACE + 1      # seconds after which an entry needs its record
@@ -42,8 +44,9 @@ def user_app(url):
         start_response('200 OK', [('Content-Type', 'application/json')])
         return [body]
     tcjson.register()
-    config = {'session.type': 'ext:tcjson', 'session.url': url, 'session.timeout': '600'}
-    return SessionMiddleware(app, config, session_class=tcjson.TyrantSession)
+    config = {'session.type': 'ext:tcjson', 'session.url': url, 'session.timeout': '600',
+              'session.invalidate_corrupt': 'false'}
+    return SessionMiddleware(app, config, session_class=user_sessions.UserSession)
 
 
 def browser(app, agent='Browser'):
@@ -69,9 +72,17 @@ def raw(server, key):
         return None
 
 
+def index_lines(server, user='alice'):
+    return [json.loads(line) for line in (raw(server, 'beaker:user:' + user) or '').splitlines()]
+
+
 def index_ids(server, user='alice'):
-    text = raw(server, 'beaker:user:' + user) or ''
-    return [json.loads(line)['id'] for line in text.splitlines()]
+    return [line['id'] for line in index_lines(server, user) if 'id' in line]
+
+
+def revoked_lineages(server, user='alice'):
+    return sorted(set(lineage for line in index_lines(server, user)
+                      for lineage in line.get('revoked', {})))
 
 
 def record_key(session_id):
@@ -83,7 +94,7 @@ def tyrant_session(server, session_id, **options):
     tcjson.register()
     params = dict(type='ext:tcjson', url=server.url, timeout=600)
     params.update(options)
-    return tcjson.TyrantSession({'cookie': 'beaker.session.id=%s' % session_id}, **params)
+    return user_sessions.UserSession({'cookie': 'beaker.session.id=%s' % session_id}, **params)
 
 
 # ---- the index
@@ -96,7 +107,9 @@ def test_the_index_is_json_lines_under_the_escaped_user_id(tyrant):
     assert text.endswith('\n') and text.count('\n') == 1
     assert entry['id'] == session_id and entry['agent'] == 'Firefox'
     assert abs(entry['at'] - time.time()) < 5
-    assert json.loads(raw(tyrant, record_key(session_id)))['user'] == u'z\xf6e:1 2'
+    record = json.loads(raw(tyrant, record_key(session_id)))
+    assert record['user'] == u'z\xf6e:1 2'
+    assert record['_sign_in'] == {'line': entry['line'], 'detail': {'agent': 'Firefox'}}
 
 
 @pytest.mark.parametrize('user_id, escaped', [
@@ -117,15 +130,15 @@ def test_an_empty_or_overlong_user_id_is_refused_before_anything_changes(tyrant,
     assert pool(tyrant).request('fwmkeys', 'beaker:', 10) == [record_key(stored.id)]
 
 
-def test_details_are_short_strings(tyrant):
-    store = UserSessions.from_config(tyrant.url)
-    store.add('alice', 'a' * 32, {'agent': 'x' * 1000, 'ip': None})
-    assert json.loads(raw(tyrant, 'beaker:user:alice'))['agent'] == 'x' * 200
-    for detail in ({'id': 'forged'}, {'agent': {'nested': 1}},
+def test_details_are_short_printable_strings():
+    assert user_sessions.clean_detail({'agent': 'x' * 1000, 'ip': None}) == {'agent': 'x' * 200}
+    assert user_sessions.clean_detail({'agent': 'a\x1b[31mb\x07c\r\nd'}) == {'agent': 'a[31mbcd'}
+    for detail in ({'id': 'forged'}, {'line': 'forged'}, {'agent': {'nested': 1}},
                    dict(('k%d' % n, 'v') for n in range(9))):
         with pytest.raises(tcjson.UnstorableValue):
-            store.add('alice', 'b' * 32, detail)
-    assert index_ids(tyrant) == ['a' * 32]
+            user_sessions.clean_detail(detail)
+    assert user_sessions.clean_detail({'agent': {'nested': 1}, 'ok': 'y'}, strict=False) \
+        == {'ok': 'y'}
 
 
 def test_sixteen_concurrent_sign_ins_of_one_user_lose_no_entry(tyrant):
@@ -153,22 +166,22 @@ def test_sixteen_concurrent_sign_ins_of_one_user_lose_no_entry(tyrant):
     assert sorted(info.id for info in listed) == sorted(ids)
 
 
-def test_sign_in_costs_one_round_trip_to_the_index(tyrant, monkeypatch):
+def test_sign_in_costs_the_index_call_and_one_check(tyrant, monkeypatch):
     app = user_app(tyrant.url)
     visitor = browser(app)
     visitor.get('/visit')                               # a stored, anonymous session
     trips = []
     tyrant_pool = pool(tyrant)
+    tyrant_pool.pipeline(('ext', 'probe', '', '', 0))
     request, pipeline = tyrant_pool.request, tyrant_pool.pipeline
     monkeypatch.setattr(tyrant_pool, 'request', lambda name, *a: trips.append([name]) or
                         request(name, *a))
     monkeypatch.setattr(tyrant_pool, 'pipeline', lambda *cmds: trips.append(
-        [c[0] for c in cmds]) or pipeline(*cmds))
+        [c[1] if c[0] == 'ext' else c[0] for c in cmds]) or pipeline(*cmds))
     visitor.get('/login?alice')
-    # load; regenerate_id: lock + re-read, record + lock out; the index;
-    # the record under the new id when the response starts.
-    assert trips == [['get'], ['putkeep', 'get'], ['out', 'out'],
-                     ['get', 'putcat', 'get', 'get'], ['put']]
+    # load; regenerate_id deletes the old record; the index; when the
+    # response starts, the record under the new id, then its check.
+    assert trips == [['get'], ['delete'], ['index_add'], ['put'], ['get']]
 
 
 # ---- listing
@@ -233,8 +246,8 @@ def test_revoke_all_removes_every_record_and_the_cookies_come_back_as_new_sessio
     assert sorted(info.id for info in removed) == sorted(ids)
     for session_id in ids:
         assert raw(tyrant, record_key(session_id)) is None
-        assert raw(tyrant, 'beaker:lock:%s:session' % session_id) is None
-    assert raw(tyrant, 'beaker:user:alice') is None
+    assert index_ids(tyrant) == []
+    assert len(revoked_lineages(tyrant)) == 3           # marked, for REVOKED_SECONDS
     for revoked, old_id in zip(browsers, ids):
         page = revoked.get('/visit').json
         assert page['id'] != old_id and page['user'] is None
@@ -280,8 +293,8 @@ def test_sign_out_one_session_by_its_handle_and_only_the_users_own(tyrant):
 def test_a_session_signed_out_everywhere_is_not_resurrected_by_a_request_in_flight(
         tyrant, refresh_only):
     """Two requests of the session loaded it before the revocation and save
-    after it: a save takes the session lock and re-reads the record, finds
-    it gone and writes nothing (TyrantSession._merge)."""
+    after it: the merge, inside Tyrant, finds the record gone and writes
+    nothing (TyrantSession._merge)."""
     app = user_app(tyrant.url)
     (alice,), (session_id,) = signed_in(app, 'alice', 1)
     in_flight = tyrant_session(tyrant, session_id, refresh_interval=0)
@@ -296,19 +309,99 @@ def test_a_session_signed_out_everywhere_is_not_resurrected_by_a_request_in_flig
     assert alice.get('/visit').json['user'] is None
 
 
-def test_revoking_waits_for_a_request_holding_the_session_lock(tyrant):
+# ---- signing out cannot be escaped
+
+def test_regenerating_the_id_while_signed_out_everywhere_else_never_survives(tyrant):
+    """A stolen cookie that keeps changing its id (Beaker's own
+    regenerate_id(), the sample's "New session id") while its owner signs
+    out everywhere else: after the sign-out, no id of the thief's lineage
+    is signed in, whatever the interleaving."""
+    app = user_app(tyrant.url)
+    for attempt in range(5):
+        (owner, thief), (owner_id, thief_id) = signed_in(app, 'alice', 2)
+        current, stop, errors = [thief_id], threading.Event(), []
+
+        def regenerate_in_a_loop():
+            while not stop.is_set():
+                try:
+                    session = tyrant_session(tyrant, current[-1])
+                    session.regenerate_id()
+                    session.save()
+                    current.append(session.id)
+                except Exception as exc:                # counted, then asserted
+                    errors.append(repr(exc))
+        loops = [threading.Thread(target=regenerate_in_a_loop) for _ in range(3)]
+        for loop in loops:
+            loop.start()
+        time.sleep(0.05)
+        owner.get('/signout-others')
+        time.sleep(0.05)
+        stop.set()
+        for loop in loops:
+            loop.join(10)
+        assert errors == []
+        survivors = [session_id for session_id in set(current)
+                     if (json.loads(raw(tyrant, record_key(session_id)) or '{}')
+                         .get('user') == 'alice')]
+        assert survivors == [], attempt
+        assert owner.get('/visit').json['user'] == 'alice'
+        UserSessions.from_config(tyrant.url).revoke('alice')
+
+
+def test_a_new_id_listed_too_late_for_a_sign_out_deletes_itself(tyrant):
+    """The sign-out marked the lineage and read the index before the new
+    id's record existed: the record, once stored, checks the marks and
+    deletes itself."""
     app = user_app(tyrant.url)
     (alice,), (session_id,) = signed_in(app, 'alice', 1)
-    lock_key = 'beaker:lock:%s:session' % session_id
-    pool(tyrant).request('put', lock_key, json.dumps(
-        {'tcjson': 'lock', 'owner': 'a request', '_expires': time.time() + 0.3}))
-    started = time.time()
-    assert len(UserSessions.from_config(tyrant.url).revoke('alice')) == 1
-    assert 0.25 < time.time() - started < 1.5
-    assert raw(tyrant, record_key(session_id)) is None and raw(tyrant, lock_key) is None
+    session = tyrant_session(tyrant, session_id)
+    session.regenerate_id()                       # listed; its record comes at save()
+    UserSessions.from_config(tyrant.url).revoke('alice')
+    session.save()
+    assert raw(tyrant, record_key(session.id)) is None
+    assert alice.get('/visit').json['user'] is None
 
 
-# ---- rewrites and sign-ins at the same time
+def test_a_new_id_of_a_signed_out_lineage_is_refused_by_the_index(tyrant):
+    app = user_app(tyrant.url)
+    (alice,), (session_id,) = signed_in(app, 'alice', 1)
+    session = tyrant_session(tyrant, session_id)          # loaded before the sign-out
+    store = UserSessions.from_config(tyrant.url)
+    lineage = store.sessions('alice')[0].line
+    store.index('alice').revoke([lineage])                # marked; record not yet deleted
+    session.regenerate_id()                               # the old record still exists...
+    assert 'user' not in session and session.was_invalidated   # ...but the lineage is out
+    session.save(accessed_only=True)
+    assert session.id not in index_ids(tyrant)
+
+
+def test_a_session_key_holding_junk_sign_in_detail_regenerates_signed_out(tyrant):
+    """What a visitor may store under a key must never turn "New session
+    id" into an error that loses the session (finding: a value under the
+    sign-in's key)."""
+    app = user_app(tyrant.url)
+    (alice,), (session_id,) = signed_in(app, 'alice', 1)
+    session = tyrant_session(tyrant, session_id)
+    session['_sign_in'] = 'junk'
+    session['cart'] = ['book']
+    session.regenerate_id()
+    session.save()
+    record = json.loads(raw(tyrant, record_key(session.id)))
+    assert record['cart'] == ['book'] and 'user' not in record and '_sign_in' not in record
+
+
+def test_past_the_bound_the_oldest_sessions_are_signed_out(tyrant, monkeypatch):
+    monkeypatch.setattr(user_sessions, 'MAX_SESSIONS', 3)
+    app = user_app(tyrant.url)
+    browsers, ids = signed_in(app, 'alice', 5)
+    assert index_ids(tyrant) == ids[2:]
+    for old, old_id in zip(browsers[:2], ids[:2]):
+        assert raw(tyrant, record_key(old_id)) is None
+        assert old.get('/visit').json['user'] is None
+    assert [b.get('/visit').json['user'] for b in browsers[2:]] == ['alice'] * 3
+
+
+# ---- sign-ins, listings and sign-outs at the same time
 
 def sign_in_thread(server, ids):
     def run():
@@ -321,54 +414,13 @@ def sign_in_thread(server, ids):
     return thread
 
 
-def test_a_sign_in_during_a_rewrite_waits_and_appends_again(tyrant):
-    app = user_app(tyrant.url)
-    browsers, ids = signed_in(app, 'alice', 2)
-    index = UserSessions.from_config(tyrant.url).index('alice')
-    lock, before = index.begin_rewrite()
-    new_ids = []
-    thread = sign_in_thread(tyrant, new_ids)
-    deadline = time.time() + 5
-    while len(index_ids(tyrant)) < 3:                          # appended, now waiting
-        assert time.time() < deadline
-        time.sleep(0.005)
-    index.finish_rewrite(lock, before.splitlines()[1:])        # drops ids[0], and the new line
-    thread.join(5)
-    assert index_ids(tyrant) == [ids[1]] + new_ids
-
-
-def test_a_rewrite_between_the_append_and_its_checks_is_noticed(tyrant, monkeypatch):
-    """The server may run a whole rewrite between the commands of one
-    pipeline (ttserver serves connections from several threads): the lock
-    is gone again by then, but the mark has changed."""
-    app = user_app(tyrant.url)
-    browsers, ids = signed_in(app, 'alice', 1)
-    tyrant_pool, rewrites = pool(tyrant), []
-    pipeline = tyrant_pool.pipeline
-
-    def rewrite_in_the_middle(*commands):
-        if [c[0] for c in commands] != ['get', 'putcat', 'get', 'get'] or rewrites:
-            return pipeline(*commands)
-        first = pipeline(*commands[:2])
-        index = UserSessions.from_config(tyrant.url).index('alice')
-        lock, text = index.begin_rewrite()
-        rewrites.append(text)
-        index.finish_rewrite(lock, text.splitlines()[:1])      # the new line dropped
-        return first + pipeline(*commands[2:])
-    monkeypatch.setattr(tyrant_pool, 'pipeline', rewrite_in_the_middle)
-    session = tyrant_session(tyrant, None)
-    user_sessions.sign_in(session, 'alice')
-    assert len(rewrites) == 1 and rewrites[0].count('\n') == 2
-    assert index_ids(tyrant) == [ids[0], session.id]
-
-
 def test_sign_ins_and_listings_at_once_lose_no_live_session(tyrant):
     app = user_app(tyrant.url)
     browsers, ids = signed_in(app, 'alice', 3)
     store, stop, new_ids = UserSessions.from_config(tyrant.url), threading.Event(), []
     gone = ['%032x' % n for n in range(3)]                     # signed in long ago
     for session_id in gone:
-        store.add('alice', session_id, now=time.time() - LATER)
+        store.index('alice').add(session_id, 'L' + session_id, {}, time.time() - LATER)
 
     def list_until_stopped():
         while not stop.is_set():
@@ -397,21 +449,32 @@ def test_purge_prunes_indexes_and_deletes_the_empty_ones(tyrant):
     pool(tyrant).request('out', record_key(bob_ids[0]))
     pool(tyrant).request('out', record_key(carol_ids[0]))
     pool(tyrant).request('put', 'beaker:user:dave', 'a line of some other program\n')
-    pool(tyrant).request('put', 'beaker:user:erin', '')
-    totals = tcjson.purge_expired(tyrant.url, 'beaker:', batch_size=2,
-                                  now=time.time() + LATER)
-    assert totals['deleted'] == 2                               # carol's and erin's indexes
+    purge.purge_expired(tyrant.url, 'beaker:', batch_size=2, now=time.time() + LATER)
     assert index_ids(tyrant, 'bob') == [bob_ids[1]]
-    assert raw(tyrant, 'beaker:user:carol') is None and raw(tyrant, 'beaker:user:erin') is None
+    assert raw(tyrant, 'beaker:user:carol') is None
     assert raw(tyrant, 'beaker:user:dave') == 'a line of some other program\n'
     assert bob[1].get('/visit').json['user'] == 'bob'
 
 
 def test_purge_keeps_entries_waiting_for_their_record(tyrant):
     store = UserSessions.from_config(tyrant.url)
-    store.add('alice', 'c' * 32)                              # its response not started yet
-    assert tcjson.purge_expired(tyrant.url, 'beaker:')['deleted'] == 0
+    store.index('alice').add('c' * 32, 'L1', {}, time.time())  # its response not started yet
+    purge.purge_expired(tyrant.url, 'beaker:')
     assert index_ids(tyrant) == ['c' * 32]
+
+
+def test_purge_forgets_old_sign_out_marks_and_then_the_index(tyrant, monkeypatch):
+    app = user_app(tyrant.url)
+    signed_in(app, 'alice', 2)
+    UserSessions.from_config(tyrant.url).revoke('alice')
+    assert len(revoked_lineages(tyrant)) == 2
+    purge.purge_expired(tyrant.url, 'beaker:', now=time.time() + LATER)
+    assert len(revoked_lineages(tyrant)) == 2                    # still within a day
+    # Their age is judged by the server's clock: make a day pass at once.
+    monkeypatch.setattr(user_sessions, 'REVOKED_SECONDS', 0.0)
+    time.sleep(0.01)
+    purge.purge_expired(tyrant.url, 'beaker:')
+    assert raw(tyrant, 'beaker:user:alice') is None
 
 
 # ---- several servers
@@ -430,11 +493,32 @@ def test_revoking_reaches_sessions_on_every_shard(tyrant_factory):
     assert raw(servers[index_server], 'beaker:user:alice').count('\n') == len(ids)
     removed = UserSessions.from_config(url).revoke('alice')
     assert sorted(info.id for info in removed) == sorted(ids)
-    # Left: the rewrite's mark, where the index was.
+    # Left, where the index was: the index, holding only the sign-out's marks.
     assert [pool(s).request('rnum') for s in servers] == [int(n == index_server)
                                                            for n in range(2)]
+    assert index_ids(servers[index_server]) == []
     for revoked in browsers:
         assert revoked.get('/visit').json['user'] is None
+
+
+def test_revoking_after_a_shard_was_added_reaches_the_sessions_it_moved(tyrant_factory):
+    """Adding a shard moves the user's index and some sessions to it (their
+    keys now hash there); the old copies stay on the old shard.  A sign-out
+    reads and deletes on every shard, so nothing of the user's survives,
+    not even after going back to the old url."""
+    old, new = tyrant_factory(), tyrant_factory()
+    two = '%s;%s' % (old.url, new.url)
+    moved = [name for name in ('user%d' % n for n in range(200))
+             if tcjson.get_servers(two).shard_index('beaker:user:' + name) == 1]
+    user = moved[0]                                   # an index the new shard now owns
+    browsers, ids = signed_in(user_app(old.url), user, 4)
+    removed = UserSessions.from_config(two).revoke(user)
+    assert sorted(info.id for info in removed) == sorted(ids)
+    back = user_app(old.url)                          # the url rolled back
+    for revoked in browsers:
+        revoked.app = back
+        assert revoked.get('/visit').json['user'] is None
+    assert [raw(old, record_key(session_id)) for session_id in ids] == [None] * 4
 
 
 def test_listing_and_revoking_go_on_when_a_member_of_a_pair_is_down(tmpdir):
