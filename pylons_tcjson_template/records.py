@@ -275,15 +275,25 @@ class Record(object):
             return (None if is_no(raw) else raw), None
         sids = self.pair.sids()
         keys = [self.key + '@%d' % sid for sid in sids] + [self.key + ENDED]
-        slots = []
-        for member, (found,) in self.pair.read([('mget', keys)]):
-            if self.key + ENDED in found:
-                return None, None
-            slots.extend((sid, found[key]) for sid, key in zip(sids, keys) if key in found)
+        answers = self.pair.read([('mget', keys)])
+        if any(self.key + ENDED in found for _, (found,) in answers):
+            self._clear_after_end(sids, answers)
+            return None, None
+        slots = [(sid, found[key]) for _, (found,) in answers
+                 for sid, key in zip(sids, keys) if key in found]
         if not slots:
             return None, None
         record, versions = merge_slots(slots, self.max_size)
         return dumps(record, 'session'), versions
+
+    def _clear_after_end(self, sids, answers):
+        """An ended session whose copy arrived after its end (a member's
+        writes replicated late): delete that copy too, so that both members
+        hold the same again."""
+        request = _pair_delete(self.pair, None)
+        for member, (found,) in answers:
+            if any(self.key + '@%d' % sid in found for sid in sids):
+                member.pipeline(('ext', 'delete', self.key, request))
 
     def create(self, record, text):
         """Store a record under a new id (nobody else knows it yet): a put,
@@ -305,7 +315,7 @@ class Record(object):
                                               self.pair.sids()))
 
     def _pair_merge(self, request):
-        member, (answer,) = self.pair.write(self.key, [('ext', 'merge', self.key, request)])
+        member, (answer,) = self.pair.write(self.target.key, [('ext', 'merge', self.key, request)])
         if is_no(answer):
             raise ExtRefused(member.url, 'merge', self.key)
         return answer

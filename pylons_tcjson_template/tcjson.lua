@@ -474,8 +474,11 @@ function delete(key, value)
     for _, sid in ipairs(r.pair) do
       found = _out(key .. "@" .. sid) or found
     end
-    local expires = r.expires and format(',"_expires":%.3f', r.expires) or ""
-    _put(key .. "@ended", format('{"tcjson":"ended","_accessed_time":%.3f%s}', _time(), expires))
+    if _vsiz(key .. "@ended") < 0 then           -- the first end is the one that counts
+      local expires = r.expires and format(',"_expires":%.3f', r.expires) or ""
+      _put(key .. "@ended", format('{"tcjson":"ended","_accessed_time":%.3f%s}', _time(),
+                                   expires))
+    end
     return found and "deleted" or "missing"
   end
   if purge then

@@ -385,6 +385,7 @@ class TyrantPool(object):
         self.identity = None             # tcjson.lua's probe answer (a dict)
         self.on_back = []                # callables run when it answers again
         self.down_on_any_failure = False
+        self._checking = None            # the watcher's thread, while it checks it
         self._fresh_state()
 
     def _fresh_state(self):
@@ -468,7 +469,7 @@ class TyrantPool(object):
 
     def probe(self):
         """tcjson.lua's probe answer for this server (a dict: sid,
-        members, born), asked on a new connection."""
+        members, born)."""
         def work(conn):
             conn.probed = False
             self._ensure_probed(conn, [('ext',)])
@@ -497,7 +498,8 @@ class TyrantPool(object):
         conn.probed = True
 
     def _run(self, resendable, work):
-        if self.down is not None and self.pid == os.getpid():
+        if self.down is not None and self.pid == os.getpid() and \
+                self._checking is not threading.current_thread():
             exc = TyrantUnavailable(self.url, self.down)
             exc.sent = False
             raise exc
@@ -569,10 +571,14 @@ class TyrantPool(object):
             conn.close()
 
     def back(self):
-        """The watcher found it answering: run on_back checks, then use it."""
-        for check in self.on_back:
-            if not check(self):
+        """The watcher found it answering: run the on_back checks (which may
+        send it requests), then use it again."""
+        self._checking = threading.current_thread()
+        try:
+            if not all(check(self) for check in self.on_back):
                 return False
+        finally:
+            self._checking = None
         self.down = None
         log.warning('Tokyo Tyrant at %s answers again', self.url)
         return True
@@ -782,6 +788,7 @@ class DualMasterPair(object):
             member.down_on_any_failure = True      # its partner serves meanwhile
             member.on_back.append(self._member_back)
         self.lost = {}                 # member url -> why it is never used
+        self.notes = {}                # member url -> what an operator should know
         self._checked = False
         self._check_lock = threading.Lock()
 
@@ -815,12 +822,15 @@ class DualMasterPair(object):
 
     def write(self, key, commands):
         """`commands` on `key`'s preferred usable member, or on the other if
-        that one fails (they must be safe to repeat): (member, results)."""
-        return self.on_preferred(key, lambda member: (member, member.pipeline(*commands)))
+        that one fails: (member, results)."""
+        return self.on_preferred(key, lambda member: (member, member.pipeline(*commands)),
+                                 all(command[0] in _RESENDABLE for command in commands))
 
-    def on_preferred(self, key, call):
+    def on_preferred(self, key, call, resendable=True):
         """call(member) on `key`'s preferred usable member, then on the other
-        if that one fails: its result."""
+        if that one fails -- unless the request may have been applied and
+        cannot be repeated (putcat...): its outcome is unknown, and the
+        failure is raised."""
         self.check()
         order = list(self.members)
         if self.preferred(key):
@@ -835,6 +845,8 @@ class DualMasterPair(object):
                 raise
             except TyrantUnavailable as exc:
                 self._lost_member(member, exc)
+                if exc.sent and not resendable:
+                    raise
                 failures.append(exc)
         raise PairUnavailable(self.name, failures or self._why_none())
 
@@ -903,15 +915,15 @@ class DualMasterPair(object):
     def _member_back(self, member):
         """The watcher found `member` answering again: check it as at first
         use before any request goes there."""
-        try:
-            identity = member.probe()
-        except TyrantUnavailable:
-            return False
-        partner = self.members[1 - self.members.index(member)]
-        others = {member.url: identity}
-        if partner.down is None and partner.identity:
-            others[partner.url] = partner.identity
-        self._check_identities(others)
+        identities = {}
+        for each in self.members:
+            if each is member or each.down is None:
+                try:
+                    identities[each.url] = each.probe()
+                except TyrantUnavailable:
+                    if each is member:
+                        return False
+        self._check_identities(identities)
         return member.url not in self.lost
 
     def _check_identities(self, identities):
@@ -919,23 +931,50 @@ class DualMasterPair(object):
         if 0 in sids or len(set(sids)) != len(sids):
             raise TyrantUnavailable(self.name, 'the members of a pair each need their '
                                     'own -sid (and -ulog, -mhost, -mport), got %s' % sids)
-        if len(identities) != 2:
-            return                       # one member only: nothing to compare with
         for member in self.members:
-            partner = self.members[1 - self.members.index(member)]
-            own = identities[member.url]
-            if own['born']:
+            own = identities.get(member.url)
+            if own is None:
                 continue
-            held = partner.pipeline(('get', 'tcjson:member@%d' % own['sid']))[0]
-            if is_no(held):
-                member.ext('member_init', '', '')
-            else:
-                self.lost[member.url] = (
-                    'lost its database: its partner %s holds its identity record, it '
-                    'does not; rebuild it from its partner (README, "Several Tyrant '
-                    'servers")' % partner.url)
-                log.error('Tokyo Tyrant %s of pair %s %s', member.url, self.name,
-                          self.lost[member.url])
+            if own['born']:
+                self._check_replication(member)
+            if len(identities) == 2 and not own['born']:
+                self._check_born(member, own)
+
+    def _check_born(self, member, own):
+        """A member without its identity record: a new pair (both members
+        lack it: give it one), or one that lost its database (its partner
+        holds its record: never use it again until an operator acts)."""
+        partner = self.members[1 - self.members.index(member)]
+        held = partner.pipeline(('get', 'tcjson:member@%d' % own['sid']))[0]
+        if is_no(held):
+            own['born'] = int(member.ext('member_init', '', ''))
+            return
+        self.lost[member.url] = (
+            'lost its database: its partner %s holds its identity record, it does '
+            'not; rebuild it from its partner (README, "Several Tyrant servers")'
+            % partner.url)
+        log.error('Tokyo Tyrant %s of pair %s %s', member.url, self.name,
+                  self.lost[member.url])
+
+    def _check_replication(self, member):
+        """Say so when a member does not follow its partner (stat has no rts
+        line) or has just started over from the partner's whole update log
+        (rts 0 although it has served: its .rts file was lost).  Reads take
+        the newest of both members, so neither serves an old record; but
+        an operator should know (paster tcjson-sessions shows notes)."""
+        stat = dict(line.split('\t', 1) for line in
+                    member.request('stat').splitlines() if '\t' in line)
+        if 'rts' not in stat:
+            note = 'does not replicate from its partner (no -mhost/-mport)'
+        elif stat['rts'].strip() in ('0', ''):
+            note = ('replays its partner\'s whole update log: its .rts file was lost '
+                    '(records converge once it has caught up)')
+        else:
+            self.notes.pop(member.url, None)
+            return
+        if self.notes.get(member.url) != note:
+            self.notes[member.url] = note
+            log.warning('Tokyo Tyrant %s of pair %s %s', member.url, self.name, note)
 
     def close(self):
         for member in self.members:
@@ -953,10 +992,11 @@ class PairRoute(object):
         self.pair, self.key, self.url = pair, key, pair.name
 
     def request(self, command, *args):
-        return self.pair.on_preferred(self.key, lambda member: member.request(command, *args))
+        return self.pair.on_preferred(self.key, lambda member: member.request(command, *args),
+                                      command in _RESENDABLE)
 
     def pipeline(self, *commands):
-        return self.pair.on_preferred(self.key, lambda member: member.pipeline(*commands))
+        return self.pair.write(self.key, commands)[1]
 
 
 class ServerSet(object):

@@ -68,3 +68,16 @@ def wait_for_value(port, key, value, timeout):
             return True
         time.sleep(0.02)
     return False
+
+
+def set_master(port, host='', master_port=0, ts=0):
+    """ttserver's setmst on the server at `port`: replicate from
+    host:master_port from `ts` on (0: from its .rts), or from nobody."""
+    import socket
+    import struct
+    sock = socket.create_connection(('127.0.0.1', port), 5)
+    try:
+        sock.sendall(struct.pack('>BBIIQI', 0xC8, 0x78, len(host), master_port, ts, 0) + host)
+        assert sock.recv(1) == '\x00'
+    finally:
+        sock.close()

@@ -125,6 +125,12 @@ check("pair delete", delete("p", '{"pair":[1,2],"expires":1795003600}'), "delete
 check("tombstone", store["p@ended"],
       '{"tcjson":"ended","_accessed_time":1795000001.250,"_expires":1795003600.000}')
 check("slots gone", store["p@1"] == nil and store["p@2"] == nil, true)
+store["p@2"] = '{"late":1}'                    -- a copy replication delivered late
+clock = clock + 7
+check("ended again: the copy goes", delete("p", '{"pair":[1,2]}'), "deleted")
+check("the first tombstone stays", store["p@ended"],
+      '{"tcjson":"ended","_accessed_time":1795000001.250,"_expires":1795003600.000}')
+clock = clock - 7
 store["q@1"], store["q@2"] = '{"_expires":5,"_v":{}}', '{"_expires":1795000100,"_v":{}}'
 check("purge on a pair: one copy alive", delete("q", '{"pair":[1,2],"before":1795000000}'), "kept")
 check("purge on a pair: all expired", delete("q", '{"pair":[1,2],"before":1795000200}'), "deleted")
