@@ -23,6 +23,7 @@ member acknowledged (lib/tcjson.lua, "Pair slots").
 from __future__ import absolute_import
 
 import string
+import time
 
 import simplejson as json
 
@@ -236,17 +237,21 @@ def merge_slots(slots, max_size=None):
 
 def merge_request(changed, removed, limit, versions=None, sids=None, create=False):
     """The JSON of a lib/tcjson.lua merge: `changed` {name: JSON text of
-    its value}, `removed` [names]; on a pair also the versions the caller
-    read (`versions`) and the members' `sids`."""
+    its value}, `removed` [names]; on a pair also the members' `sids` and
+    each name's new version: above the one the caller read (`versions`),
+    and at least this host's time in microseconds.  The request carries it,
+    so a copy that reaches a server late (a stopped member) is as old as
+    it was when it was sent, and loses to every write that came after."""
     parts = ['"set":{%s}' % ','.join('%s:%s' % (dumps(_text(name)), text)
                                      for name, text in changed.iteritems())]
     if removed:
         parts.append('"unset":%s' % dumps([_text(name) for name in removed]))
     parts.append('"limit":%d' % limit)
     if sids is not None:
-        seen = dict((name, versions.get(name, 0)) for name in list(changed) + list(removed)
-                    if versions and versions.get(name))
-        parts.append('"pair":%s,"ver":%s' % (dumps(sids), dumps(seen)))
+        now = int(time.time() * 1e6)
+        stamps = dict((_text(name), max(now, (versions or {}).get(name, 0) + 1))
+                      for name in list(changed) + list(removed))
+        parts.append('"pair":%s,"ver":%s' % (dumps(sids), dumps(stamps)))
         if create:
             parts.append('"create":true')
     return '{%s}' % ','.join(parts)

@@ -258,7 +258,7 @@ end
 --   unset   ["name", ...]          members to delete
 --   limit   N                      bytes a record may have, before and after
 --   pair    [SID, ...]             on a dual-master pair: the members' -sid
---   ver     {"name": N, ...}       pair: the versions the caller read
+--   ver     {"name": N, ...}       pair: the version of each name it sets
 --   create  true                   pair: write even if nothing is stored
 --   expires T                      delete on a pair: when the tombstone may go
 --   before  T                      delete (purge): only if "_expires" < T
@@ -368,9 +368,12 @@ end
 -- members a slot keeps "_v": {"name": version}: the version of each name
 -- this server set or deleted (a deleted name has a version and no value).
 -- Readers take, name by name, the value with the highest version among the
--- slots.  A version is max(now in microseconds, what the caller read + 1,
--- this slot's + 1): later than everything its caller saw, so a request
--- never undoes the write it read, whatever server that write was made on.
+-- slots.  The caller gives each name's version ("ver"): higher than every
+-- version it read, so a request never undoes a write it saw, on whichever
+-- server that write was made.  A name whose version here is already as
+-- high is left as it is: this request is older than what is stored (it
+-- reached this server late, after being answered elsewhere).  A name
+-- without a version from the caller gets max(now in us, this slot's + 1).
 local function any_slot(key, sids)
   for _, sid in ipairs(sids) do
     if _vsiz(key .. "@" .. sid) >= 0 then return true end
@@ -392,20 +395,26 @@ local function merge_slot(key, r)
       list[#list + 1] = m
     end
   end
-  local t, versions = now_us(), {}
-  local function stamp(raw, name)
+  local t = now_us()
+  local function newer(raw, name)              -- stamps the name; false if stale
     local seen = old[name] and whole(old[name][3], "a stored version") or 0
-    local v = math.max(t, (r.ver[name] or 0) + 1, seen + 1)
+    local v = r.ver[name] or math.max(t, seen + 1)
+    if v <= seen then return false end
     old[name] = {raw, name, format("%d", v)}
+    return true
   end
-  for _, m in ipairs(r.set) do stamp(m[1], m[2]) end
-  for name, raw in pairs(r.unset) do stamp(raw, name) end
+  local set, unset = {}, {}
+  for _, m in ipairs(r.set) do
+    if newer(m[1], m[2]) then set[#set + 1] = m end
+  end
+  for name, raw in pairs(r.unset) do
+    if newer(raw, name) then unset[name] = raw end
+  end
+  local versions = {}
   for _, v in pairs(old) do versions[#versions + 1] = v[1] .. ":" .. v[3] end
   table.sort(versions)
-  local set = {}
-  for _, m in ipairs(r.set) do set[#set + 1] = m end
   set[#set + 1] = {'"_v"', "_v", "{" .. concat(versions, ",") .. "}"}
-  local new = apply(list, set, r.unset)
+  local new = apply(list, set, unset)
   if r.limit and #new > r.limit then return "too large" end
   _put(own, new)
   return "ok"

@@ -386,6 +386,7 @@ class TyrantPool(object):
         self.on_back = []                # callables run when it answers again
         self.down_on_any_failure = False
         self._checking = None            # the watcher's thread, while it checks it
+        self.back_since = 0.0            # when the watcher last found it back
         self._fresh_state()
 
     def _fresh_state(self):
@@ -580,6 +581,7 @@ class TyrantPool(object):
         finally:
             self._checking = None
         self.down = None
+        self.back_since = time.time()
         log.warning('Tokyo Tyrant at %s answers again', self.url)
         return True
 
@@ -737,6 +739,11 @@ def get_pool(url, connect_timeout=None, io_timeout=None, pool_size=None):
 # only says which member to ask: DualMasterPair.
 
 RING_POINTS = 160           # points per shard on the hash ring
+# A member back from a failure takes its keys' writes again only this long
+# after this process found it back: by then every process, each with its
+# own watcher, reads it again, so none reads only the partner while this
+# one writes on it.
+WRITE_HOLD = 2 * PROBE_INTERVAL
 
 
 class HashRing(object):
@@ -835,6 +842,8 @@ class DualMasterPair(object):
         order = list(self.members)
         if self.preferred(key):
             order.reverse()
+        if time.time() - order[0].back_since < WRITE_HOLD:
+            order.reverse()          # just back: every process reads it again first
         failures = []
         for member in order:
             if member.down is not None or member.url in self.lost:

@@ -116,8 +116,12 @@ check("slot written", store["p@1"], '{"a":1,"_v":{"a":1795000000250000}}')
 clock = clock + 1
 check("slot merge", merge("p", '{"pair":[1,2],"set":{"b":[2]},"unset":["a"],'
   .. '"ver":{"b":1795999999000000}}'), "ok")
-check("versions: read+1, now, own+1", store["p@1"],
-  '{"b":[2],"_v":{"a":1795000001250000,"b":1795999999000001}}')
+check("versions: the caller's, or now", store["p@1"],
+  '{"b":[2],"_v":{"a":1795000001250000,"b":1795999999000000}}')
+check("a late request", merge("p", '{"pair":[1,2],"set":{"b":"late","c":3},'
+  .. '"ver":{"b":1795999998000000,"c":1795999998000000}}'), "ok")
+check("changes only what it is newer for", store["p@1"],
+  '{"b":[2],"c":3,"_v":{"a":1795000001250000,"b":1795999999000000,"c":1795999998000000}}')
 store = {["p@2"] = '{"a":1,"_v":{"a":5}}'}
 check("partner slot counts", merge("p", '{"pair":[1,2],"set":{"c":3}}'), "ok")
 refused("versions name reserved", merge, "p", '{"pair":[1,2],"set":{"_v":1}}')
