@@ -436,6 +436,50 @@ function merge(key, value)
   return "ok"
 end
 
+-- The session as one JSON object, for programs that only read it.  On a
+-- single server, the record as stored.  On a pair ({"pair": [sids]}), the
+-- copies this server holds, merged as lib/records.py merges them: name by
+-- name the value of the highest version, ties to the higher sid, without
+-- "_v" (a copy the other member has not sent yet is not here: read both
+-- members to be sure of the newest).  "missing" or "ended" otherwise.
+function load(key, value)
+  local r = parse_request(value)
+  if not r.pair then return read(key, r.limit) or "missing" end
+  if _vsiz(key .. "@ended") >= 0 then return "ended" end
+  local best, found = {}, false
+  local function consider(name, version, sid, member)
+    local held = best[name]
+    if not held or version > held[1] or (version == held[1] and sid > held[2]) then
+      best[name] = {version, sid, member}
+    end
+  end
+  for _, sid in ipairs(r.pair) do
+    local text = read(key .. "@" .. sid, r.limit)
+    if text then
+      found = true
+      local versions, values = {}, {}
+      for _, m in ipairs(members(text, "a slot")) do
+        if m[2] == "_v" then
+          for _, v in ipairs(members(m[3], "_v")) do versions[v[2]] = whole(v[3], "a version") end
+        else
+          values[m[2]] = m
+        end
+      end
+      for name, m in pairs(values) do consider(name, versions[name] or 0, sid, m) end
+      for name, v in pairs(versions) do
+        if not values[name] then consider(name, v, sid, false) end
+      end
+    end
+  end
+  if not found then return "missing" end
+  local out = {}
+  for _, held in pairs(best) do
+    if held[3] then out[#out + 1] = held[3][1] .. ":" .. held[3][3] end
+  end
+  table.sort(out)
+  return "{" .. concat(out, ",") .. "}"
+end
+
 -- The number a member of a stored record holds, or nil.
 local function time_field(list, name)
   for _, m in ipairs(list) do

@@ -124,6 +124,12 @@ check("changes only what it is newer for", store["p@1"],
   '{"b":[2],"c":3,"_v":{"a":1795000001250000,"b":1795999999000000,"c":1795999998000000}}')
 store = {["p@2"] = '{"a":1,"_v":{"a":5}}'}
 check("partner slot counts", merge("p", '{"pair":[1,2],"set":{"c":3}}'), "ok")
+store["p@2"] = '{"a":2,"b":"two","_v":{"a":5,"b":9,"d":9}}'
+store["p@1"] = '{"a":1,"b":"one","d":"gone here","_v":{"a":6,"b":9,"d":8}}'
+check("load merges the copies", load("p", '{"pair":[1,2]}'), '{"a":1,"b":"two"}')
+check("load of one server", load("p@1", '{}'), store["p@1"])
+check("load of nothing", load("q", '{"pair":[1,2]}'), "missing")
+store["p@2"] = '{"a":5,"_v":{"a":5}}' 
 refused("versions name reserved", merge, "p", '{"pair":[1,2],"set":{"_v":1}}')
 check("pair delete", delete("p", '{"pair":[1,2],"expires":1795003600}'), "deleted")
 check("tombstone", store["p@ended"],
