@@ -47,6 +47,7 @@ import sys
 import threading
 import time
 
+from pylons_tcjson_template import records, tyrant
 from pylons_tcjson_template.devtyrant.launcher import free_port
 from pylons_tcjson_template.tyrant import PROBE_INTERVAL
 
@@ -264,7 +265,8 @@ class Soak(object):
             label, junk = JUNK[len(self.junked) % len(JUNK)]
             with client.busy:
                 for port in self.tyrant_ports():
-                    raw_put(port, client.epoch.record_key, junk)
+                    for key in self.stored_keys(client.epoch.record_key, tombstone=False):
+                        raw_put(port, key, junk)
                 client.epoch.junk = junk
             self.junked.append((client, client.epoch, label))
             kind = 'junk record'
@@ -280,19 +282,39 @@ class Soak(object):
             return [member.port for member in self.stack.pair.members]
         return [self.project.tyrant_port]
 
+    def stored_keys(self, record_key, tombstone=True):
+        """The keys a session's record is stored under: the one key, or on a
+        pair each member's copy and the tombstone (lib/records.py)."""
+        if not self.options.pair:
+            return [record_key]
+        return ['%s@%d' % (record_key, member.sid) for member in self.stack.pair.members] + \
+            ([record_key + records.ENDED] if tombstone else [])
+
+    def read_back(self, record_key):
+        """The record as the application reads it (a pair's copies merged)."""
+        if not self.options.pair:
+            return raw_get(self.project.tyrant_port, record_key)
+        servers = tyrant.get_servers(self.stack.pair.url)
+        session_id = record_key[len(self.project.prefix):-len(':session')]
+        try:
+            return records.Record(servers.for_key(session_id), record_key,
+                                  records.MAX_SESSION_SIZE).load()[0]
+        except ValueError:                           # a junk copy
+            return raw_get(self.tyrant_ports()[0], self.stored_keys(record_key)[0])
+
     def verify(self):
-        """Read every session back from Tyrant, raw (from each member of a
-        pair: they must agree)."""
-        port = self.project.tyrant_port
+        """Read every session back from Tyrant (as the application does),
+        and each member's copies of it: the members must agree."""
         self.lost, self.intact, self.junk_kept, self.junk_changed = [], 0, 0, []
         self.members_differ = []
         for client in self.clients:
             for epoch in client.epochs:
                 if epoch.record_key is None:
                     continue
-                raw = raw_get(port, epoch.record_key)
-                others = [raw_get(other, epoch.record_key) for other in self.tyrant_ports()]
-                if any(other != raw for other in others):
+                raw = self.read_back(epoch.record_key)
+                held = [[raw_get(port, key) for key in self.stored_keys(epoch.record_key)]
+                        for port in self.tyrant_ports()]
+                if any(copies != held[0] for copies in held):
                     self.members_differ.append(client.index)
                 if epoch.junk is not None:
                     if raw == epoch.junk and epoch.answered_400:
