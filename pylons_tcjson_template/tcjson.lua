@@ -264,7 +264,7 @@ end
 --   before  T                      delete (purge): only if "_expires" < T
 --   idle    T                      delete (purge): or, without "_expires",
 --                                  if "_accessed_time" < T
---   entry, max, ids, lines, all, but, keep     user indexes (below)
+--   entry, max, ids, lines, line, all, but, keep    user indexes (below)
 local function parse_request(text)
   local r = {set = {}, unset = {}, ver = {}}
   for _, m in ipairs(members(text, "the request")) do
@@ -290,6 +290,7 @@ local function parse_request(text)
     elseif name == "keep" then r.keep = number(raw, "keep")
     elseif name == "all" then r.all = raw == "true"
     elseif name == "but" then r.but = text_of(raw, "but")
+    elseif name == "line" then r.line = text_of(raw, "line")
     elseif name == "ids" or name == "lines" then
       local set = {}
       for _, item in ipairs(elements(raw, name)) do set[text_of(item, name)] = true end
@@ -560,9 +561,9 @@ local function index_key(key, r)
   return r.pair and key .. "@" .. (_sid or 0) or key
 end
 
-local function read_index(key)
-  local index = {revoked = {}, entries = {}, other = {}}
-  for line in (_get(key) or ""):gmatch("[^\n]+") do
+-- `trimming`: other lines are dropped, and any number of lines is read.
+local function read_lines(index, text, trimming)
+  for line in text:gmatch("[^\n]+") do
     local ok, list = pcall(members, line, "a line")
     local fields = ok and by_name(list) or {}
     local id, lineage = fields.id, fields.line
@@ -572,12 +573,18 @@ local function read_index(key)
       end
     elseif id and lineage and find(unescape(id[3]), ID) and find(unescape(lineage[3]), ID) then
       index.entries[#index.entries + 1] = {unescape(id[3]), unescape(lineage[3]), line}
-    else
+    elseif not trimming then
       index.other[#index.other + 1] = line
     end
-    if #index.entries + #index.other > MAX_MEMBERS then fail("the index has too many lines") end
+    if not trimming and #index.entries + #index.other > MAX_MEMBERS then
+      fail("the index has too many lines")
+    end
   end
   return index
+end
+
+local function read_index(key)
+  return read_lines({revoked = {}, entries = {}, other = {}}, _get(key) or "")
 end
 
 local function write_index(key, index)
@@ -651,6 +658,52 @@ function index_drop(key, value)
   forget_old_marks(index, r, _time())
   if _vsiz(key) >= 0 then write_index(key, index) end
   return format('{"dropped":%d,"entries":%d}', dropped, #kept)
+end
+
+-- Is the lineage {"line": ...} signed out?  Every copy this server holds
+-- is looked at (on a pair, the members' copies: {"pair": [sids]}), so the
+-- answer is bounded by the index, never by what a reader can hold.
+-- Answers "revoked" or "ok".
+function index_check(key, value)
+  local r = parse_request(value)
+  local line = r.line or fail('"line" missing')
+  local keys = {key}
+  if r.pair then
+    keys = {}
+    for _, sid in ipairs(r.pair) do keys[#keys + 1] = key .. "@" .. sid end
+  end
+  for _, each in ipairs(keys) do
+    if read_index(each).revoked[line] then return "revoked" end
+  end
+  return "ok"
+end
+
+-- Compact an index grown past what a reader should load (only another
+-- program can make one): the lines in its first and its last TRIM_BYTES
+-- are read (its marks and its oldest and newest sessions), of those the
+-- newest "max" entries stay, and every other line goes.  Bounded work
+-- whatever the index's size.  Answers {"entries":N}.
+local TRIM_BYTES = 256 * 1024
+function index_trim(key, value)
+  local r = parse_request(value)
+  key = index_key(key, r)
+  local text = _get(key)
+  if not text then return '{"entries":0}' end
+  local index = {revoked = {}, entries = {}, other = {}}
+  if #text <= 2 * TRIM_BYTES then
+    read_lines(index, text, true)
+  else                                           -- whole lines only, on both ends
+    read_lines(index, sub(text, 1, TRIM_BYTES):match("^(.*)\n") or "", true)
+    read_lines(index, sub(text, -TRIM_BYTES):match("\n(.*)$") or "", true)
+  end
+  local keep, newest = r.max or MAX_MEMBERS, {}
+  for n = math.max(1, #index.entries - keep + 1), #index.entries do
+    newest[#newest + 1] = index.entries[n]
+  end
+  index.entries = newest
+  forget_old_marks(index, r, _time())
+  write_index(key, index)
+  return format('{"entries":%d}', #index.entries)
 end
 
 -- Sign lineages out: {"lines": [...]}, or {"all": true, "but": "<lineage>"}

@@ -155,11 +155,21 @@ def refresh_seconds(value, timeout):
 
 
 def check_session_options(options):
-    """Raise ConfigError for session options TyrantSession cannot honour.
+    """Raise ConfigError for session options an application must not run
+    with.  Call it once at startup with SessionMiddleware's ``options``.
 
-    Call it once at startup with SessionMiddleware's ``options``;
-    TyrantSession calls it again on every session (it costs microseconds),
-    so a mistake is never silently ignored."""
+    Beyond what every session checks (_check_options), a secret is
+    required: without one Beaker's cookie is the bare session id, and a
+    session id seen anywhere (a log, a page) would be a usable cookie."""
+    if not options.get('secret'):
+        raise ConfigError('tcjson: set beaker.session.secret (a long random string): '
+                          'without it the session cookie is not signed')
+    _check_options(options)
+
+
+def _check_options(options):
+    """ConfigError for options TyrantSession cannot honour; every session
+    checks them again (microseconds), so no mistake is silently ignored."""
     kind = options.get('type')
     namespace_class = options.get('namespace_class')
     if kind != 'ext:tcjson' and not (namespace_class and issubclass(
@@ -357,7 +367,7 @@ class TyrantSession(Session):
 
     def __init__(self, request, refresh_interval=None, session_class=None,
                  invalidate_corrupt=False, **options):
-        check_session_options(dict(options, refresh_interval=refresh_interval))
+        _check_options(dict(options, refresh_interval=refresh_interval))
         options['data_serializer'] = _SERIALIZER
         self.refresh_interval = refresh_seconds(refresh_interval, options.get('timeout'))
         # Beaker's own invalidate_corrupt would also turn an outage into a

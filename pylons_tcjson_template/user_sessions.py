@@ -98,7 +98,7 @@ MAX_DETAILS = 8               # detail values per sign-in
 MAX_SESSIONS = 50             # signed-in sessions per user; past it the oldest go
 SIGN_IN_GRACE = 60.0          # seconds an entry may wait for its record
 REVOKED_SECONDS = 86400.0     # how long a signed-out lineage stays marked
-PIPELINE_SESSIONS = 500       # sessions read or deleted per round trip
+INDEX_READ_BYTES = 1024 * 1024   # an index is compacted before one this big is read
 # What an index line's id and lineage may be: Beaker's ids are 32 hex digits.
 _NAME = re.compile(r'^[0-9A-Za-z_-]{1,128}\Z')
 
@@ -228,16 +228,38 @@ class _Index(object):
         return answers
 
     def read(self):
-        """({lineage: time}, [entries]) of the index, every copy merged."""
-        texts = []
+        """({lineage: time}, [entries]) of the index, every copy merged.
+        A copy over INDEX_READ_BYTES is compacted in Tyrant first (index_trim):
+        nothing here loads an index of any size."""
+        texts, oversized = [], False
         for shard in self.servers.shards():
             if isinstance(shard, DualMasterPair):
                 keys = [self.key + '@%d' % sid for sid in shard.sids()]
-                texts.extend(text for _, (found,) in shard.read([('mget', keys)])
-                             for text in found.itervalues())
+                copies = shard.each_member(
+                    lambda member: records.read_bounded(member, keys, INDEX_READ_BYTES))
+                found = [text for _, read in copies for text in read.itervalues()]
             else:
-                texts.append(shard.pipeline(('get', self.key))[0])
+                found = records.read_bounded(shard, [self.key], INDEX_READ_BYTES).values()
+            oversized = oversized or None in found
+            texts.extend(text for text in found if text is not None)
+        if oversized:
+            self.call('index_trim', {'max': MAX_SESSIONS, 'keep': REVOKED_SECONDS},
+                      everywhere=True)
+            return self.read()
         return _merge_copies(texts)
+
+    def is_revoked(self, line):
+        """Whether the lineage `line` was signed out: one call per shard."""
+        for shard in self.servers.shards():
+            if isinstance(shard, DualMasterPair):
+                request = records.dumps({'line': line, 'pair': shard.sids()})
+                answers = [answer for _, (answer,) in shard.read(
+                    [('ext', 'index_check', self.key, request)])]
+            else:
+                answers = [shard.ext('index_check', self.key, records.dumps({'line': line}))]
+            if 'revoked' in answers:
+                return True
+        return False
 
     def add(self, session_id, line, detail, now):
         """(whether the lineage is signed out, ids of the sessions the bound
@@ -459,7 +481,7 @@ class UserSession(tcjson.TyrantSession):
             return
         user_id, line, _ = signed_in
         store = UserSessions.from_manager(self.namespace)
-        if line in store.index(user_id).read()[0]:
+        if store.index(user_id).is_revoked(line):
             self.namespace.record().delete()
             self._ended = True
 

@@ -433,14 +433,24 @@ def test_encrypt_key_without_an_aes_library_is_refused():
     crypto.register_crypto_module('no-aes', noencryption)
     with pytest.raises(tcjson.ConfigError) as info:
         tcjson.check_session_options({'type': 'ext:tcjson', 'encrypt_key': 'k' * 32,
+                                      'secret': 's' * 32,
                                       'validate_key': 'v', 'crypto_type': 'no-aes'})
     assert 'AES' in str(info.value) and 'crypto_type = cryptography' in str(info.value)
+
+
+def test_an_application_without_a_cookie_secret_is_refused():
+    """Without a secret the cookie is the bare session id: any id seen in a
+    log or a page would be a usable cookie."""
+    with pytest.raises(tcjson.ConfigError) as info:
+        tcjson.check_session_options({'type': 'ext:tcjson', 'secret': ''})
+    assert 'beaker.session.secret' in str(info.value)
 
 
 @pytest.mark.parametrize('serializer', ['pickle', 'json'])
 def test_beakers_serializers_are_refused(serializer):
     with pytest.raises(tcjson.ConfigError) as info:
-        tcjson.check_session_options({'type': 'ext:tcjson', 'data_serializer': serializer})
+        tcjson.check_session_options({'type': 'ext:tcjson', 'data_serializer': serializer,
+                                      'secret': 's' * 32})
     assert 'data_serializer' in str(info.value)
 
 

@@ -181,7 +181,7 @@ def test_sign_in_costs_the_index_call_and_one_check(tyrant, monkeypatch):
     visitor.get('/login?alice')
     # load; regenerate_id deletes the old record; the index; when the
     # response starts, the record under the new id, then its check.
-    assert trips == [['get'], ['delete'], ['index_add'], ['put'], ['get']]
+    assert trips == [['get'], ['delete'], ['index_add'], ['put'], ['index_check']]
 
 
 # ---- listing
@@ -565,3 +565,18 @@ def test_signing_in_as_another_user_leaves_the_first_users_index_alone(tyrant):
     assert [info.id for info in store.sessions('bob', now=later)] == [bob_id]
     assert store.sessions('alice', now=later) == []
     assert raw(tyrant, record_key(alice_id)) is None
+
+
+def test_an_index_grown_huge_is_compacted_in_tyrant_before_anything_reads_it(tyrant):
+    """Another program (or an old bug) filled an index with 64 MB of lines:
+    listing and purging never load it whole, and it shrinks to its newest
+    sessions."""
+    app = user_app(tyrant.url)
+    browsers, ids = signed_in(app, 'alice', 2)
+    junk = ('{"not": "an entry of ours"}\n' * 1024) * 2400
+    pool(tyrant).request('putcat', 'beaker:user:alice', junk)
+    assert pool(tyrant).request('vsiz', 'beaker:user:alice') > 64 * 1024 * 1024
+    listed = UserSessions.from_config(tyrant.url).sessions('alice')
+    assert sorted(info.id for info in listed) == sorted(ids)
+    assert pool(tyrant).request('vsiz', 'beaker:user:alice') < 1024
+    assert browsers[0].get('/visit').json['user'] == 'alice'

@@ -174,12 +174,23 @@ check("revoke all but one", index_revoke("u", '{"all":true,"but":"L9"}'),
       '{"revoked":{"L2":1795000000.250,"L3":1795000010.250}}\n' .. entry("s3", "L3", 4) .. "\nnot ours\n")
 check("old marks forgotten", index_revoke("u", '{"lines":["L5"],"keep":5}'),
       '{"revoked":{"L3":1795000010.250,"L5":1795000010.250}}\n' .. entry("s3", "L3", 4) .. "\nnot ours\n")
+check("a revoked lineage", index_check("u", '{"line":"L3"}'), "revoked")
+check("a live lineage", index_check("u", '{"line":"L9"}'), "ok")
+store["big"] = entry("s1", "L1", 1) .. "\n" .. string.rep("junk line\n", 1000)
+  .. entry("s2", "L2", 2) .. "\n" .. entry("s3", "L3", 3) .. "\n"
+check("trim", index_trim("big", '{"max":2}'), '{"entries":2}')
+check("trimmed", store["big"], entry("s2", "L2", 2) .. "\n" .. entry("s3", "L3", 3) .. "\n")
+store["big"] = entry("s1", "L1", 1) .. "\n" .. string.rep("x\n", 2000000) .. entry("s2", "L2", 2) .. "\n"
+check("trim of a huge index", index_trim("big", '{"max":5}'), '{"entries":2}')
 check("revoke on no index", index_revoke("none", '{"lines":["L1"]}'),
       '{"revoked":{"L1":1795000010.250}}\n')
 store = {["u@2"] = "partner's"}
 index_add("u", '{"pair":[1,2],"entry":' .. entry("s9", "L9", 1) .. '}')
 check("index slot", store["u@1"], entry("s9", "L9", 1) .. "\n")
 check("partner's slot untouched", store["u@2"], "partner's")
+store["u@2"] = '{"revoked":{"L8":1795000000.250}}\n'
+check("a mark in the partner's copy counts", index_check("u", '{"line":"L8","pair":[1,2]}'),
+      "revoked")
 store = {u = entry("s1", "L1", 1) .. "\n"}
 index_drop("u", '{"ids":["s1"]}')
 check("an empty index goes", store.u, nil)
