@@ -11,6 +11,7 @@ import hashlib
 import os
 import re
 import sys
+import time
 import urllib
 import urllib2
 
@@ -174,3 +175,82 @@ def test_the_operator_command_never_prints_control_characters(site):
 def test_the_operator_command_refuses_empty_or_conflicting_options(site, args, problem):
     code, output = site.paster(*args)
     assert code != 0 and problem in output, output
+
+
+def form_token_of(page):
+    return re.search(r'name="_authentication_token" type="hidden" value="(\w+)"',
+                     page).group(1)
+
+
+def session_cookie(browser):
+    jar = [handler for handler in browser.handlers
+           if isinstance(handler, urllib2.HTTPCookieProcessor)][0].cookiejar
+    return jar
+
+
+def test_a_stolen_cookie_pressing_new_session_id_never_survives_sign_out_elsewhere(site):
+    """Finding 1 of the second review, over HTTP: a copy of the cookie of
+    one of a user's sessions keeps asking the sample for a new session id
+    (three loops) while the user, in another browser, signs out everywhere
+    else; afterwards no cookie the copy holds is signed in."""
+    import copy
+    import threading
+    for attempt in range(3):
+        phone, owner = http_browser(), http_browser()
+        sign_in(site, phone, 'erin%d' % attempt)
+        sign_in(site, owner, 'erin%d' % attempt)
+        stolen_jar = cookielib.CookieJar()
+        for cookie in session_cookie(phone):
+            stolen_jar.set_cookie(copy.copy(cookie))
+        thieves = [urllib2.build_opener(urllib2.HTTPCookieProcessor(stolen_jar))
+                   for _ in range(3)]
+        stop, errors = threading.Event(), []
+
+        def press_new_session_id(thief):
+            while not stop.is_set():
+                try:
+                    page = thief.open(site.url + '/session', timeout=15).read()
+                    thief.open(site.url + '/session/regenerate', urllib.urlencode(
+                        {'_authentication_token': form_token_of(page)}), timeout=15).read()
+                except urllib2.HTTPError as exc:
+                    if exc.code not in (400, 403):       # a token of a session just ended
+                        errors.append(exc.code)
+                except Exception as exc:                 # counted, then asserted
+                    errors.append(repr(exc))
+        loops = [threading.Thread(target=press_new_session_id, args=(thief,))
+                 for thief in thieves]
+        for loop in loops:
+            loop.start()
+        time.sleep(0.3)
+        page = owner.open(site.url + '/session', timeout=15).read()
+        owner.open(site.url + '/session/signout_others', urllib.urlencode(
+            {'_authentication_token': form_token_of(page)}), timeout=15).read()
+        time.sleep(0.3)
+        stop.set()
+        for loop in loops:
+            loop.join(30)
+        assert errors == []
+        assert signed_in_as(site, thieves[0]) is None, attempt
+        assert signed_in_as(site, owner) == 'erin%d' % attempt
+
+
+def test_the_sign_in_key_cannot_be_set_from_the_sample(site):
+    """Finding 2: a value under the key that keeps the sign-in must not turn
+    "New session id" into an error that signs the user out."""
+    browser = http_browser()
+    sign_in(site, browser, 'frank')
+    for name in ('_sign_in', 'sign_in_detail'):
+        page = browser.open(site.url + '/session', timeout=15).read()
+        data = urllib.urlencode({'_authentication_token': form_token_of(page), 'key': name,
+                                 'value': '{"line": "x"}', 'kind': 'json'})
+        try:
+            browser.open(site.url + '/session/set', data, timeout=15).read()
+            stored = True
+        except urllib2.HTTPError as exc:
+            assert exc.code == 400, exc.code
+            stored = False
+        assert stored == (name == 'sign_in_detail')     # "_sign_in" is refused
+    page = browser.open(site.url + '/session', timeout=15).read()
+    browser.open(site.url + '/session/regenerate', urllib.urlencode(
+        {'_authentication_token': form_token_of(page)}), timeout=15).read()
+    assert signed_in_as(site, browser) == 'frank'
