@@ -167,6 +167,7 @@ def test_a_stopped_member_costs_one_timeout_then_nothing(pair):
     ids = ids_preferring(servers, stopped, 10)
     for session_id in ids:
         create(servers, session_id, n=0)
+    assert converged(pair, ids)                 # nothing left to send when it stops
     pair.members[1].pause()
     try:
         started = time.time()
