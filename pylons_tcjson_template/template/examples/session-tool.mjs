@@ -126,41 +126,34 @@ function sessionIdFrom(cookie, settings) {
   return sessionId;
 }
 
-class Broken extends Error {} // JSON the application would not load; the message says why
-
-// [value, values it counts] of UTF-8 JSON `data` (a Buffer), by the
-// application's rules: standard JSON (JSON.parse takes no NaN or Infinity),
-// numbers within a double's range, at most MAX_VALUES values, arrays and
-// objects nested at most MAX_DEPTH deep (`depth` is the value's level; the
-// record's is 1). JSON.parse is used only to check: its numbers are doubles,
-// so this program never writes back what it parsed.
-function parse(data, depth) {
+// [value, values it counts] of UTF-8 JSON `data` (a Buffer), or a
+// Failure(status, "<what> <why>") if the application would not load it: not
+// standard JSON (NaN, Infinity), a number beyond a double's range, arrays and
+// objects nested deeper than MAX_DEPTH (`depth` is the value's level; the
+// record's is 1) or more than MAX_VALUES values. JSON.parse's numbers are
+// doubles (9007199254740993 becomes ...992): this program only checks them,
+// and never writes back what it parsed.
+function parse(data, depth, status, what, hint = '') {
+  const refuse = (reason) => fail(status, `${what} ${reason}`);
   let value;
   try {
     value = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(data)); // drops a BOM
   } catch {
-    throw new Broken('is not JSON'); // bad UTF-8 too
+    refuse(`is not JSON${hint}`); // bad UTF-8 too
   }
-  const values = count(value, depth);
-  if (values > MAX_VALUES) throw new Broken(`holds more than ${MAX_VALUES} values`);
+  const values = count(value, depth, refuse);
+  if (values > MAX_VALUES) refuse(`holds more than ${MAX_VALUES} values`);
   return [value, values];
 }
 
 // The values in `value` as the application counts them (an empty array or
-// object counts twice); Broken past MAX_DEPTH.
-function count(value, depth) {
-  if (typeof value === 'number' && !Number.isFinite(value)) { // JSON.parse('1e999')
-    throw new Broken('holds a number too large for a double');
-  }
+// object counts twice); refuse(why) past MAX_DEPTH or for a number JSON.parse
+// made Infinity (1e999, or an integer of 309 digits).
+function count(value, depth, refuse) {
+  if (typeof value === 'number' && !Number.isFinite(value)) refuse('holds a number too large for a double');
   if (typeof value !== 'object' || value === null) return 1;
-  if (depth > MAX_DEPTH) throw new Broken(`is nested deeper than ${MAX_DEPTH} levels`);
-  return 1 + (Object.values(value).reduce((sum, child) => sum + count(child, depth + 1), 0) || 1);
-}
-
-// Failure(status, `${what} ${reason}${after}`) for a Broken error; others go on.
-function refuse(error, status, what, after = '') {
-  if (error instanceof Broken) fail(status, `${what} ${error.message}${after}`);
-  throw error;
+  if (depth > MAX_DEPTH) refuse(`is nested deeper than ${MAX_DEPTH} levels`);
+  return 1 + (Object.values(value).reduce((sum, child) => sum + count(child, depth + 1, refuse), 0) || 1);
 }
 
 // Tokyo Tyrant's binary protocol. A request: the magic byte 0xC8, a command
@@ -172,10 +165,9 @@ const RECORD_LOCK = 1; // ext option: run the Lua function alone for its key
 const REASONS = { ECONNREFUSED: 'connection refused', ECONNRESET: 'the server reset the connection',
                   EPIPE: 'the server closed the connection' };
 
-function header(command, ...numbers) {
+function header(command, ...numbers) { // 0xC8, the command, each number in 4 bytes
   const bytes = Buffer.alloc(2 + 4 * numbers.length);
-  bytes.writeUInt8(0xc8, 0);
-  bytes.writeUInt8(command, 1);
+  bytes.set([0xc8, command]);
   numbers.forEach((number, index) => bytes.writeUInt32BE(number, 2 + 4 * index));
   return bytes;
 }
@@ -246,21 +238,18 @@ class Tyrant { // one connection; every failure becomes Failure(EXIT.tyrant)
 // expired, or a record the application would not load either.
 function liveRecord(raw, settings) {
   if (raw === null) fail(EXIT.noSession, NO_SESSION);
-  let record, values;
-  try {
-    if (raw.length > settings.maxSessionSize) throw new Broken('is over beaker.session.max_session_size');
-    [record, values] = parse(raw, 1);
-    if (typeof record !== 'object' || record === null || Array.isArray(record)) {
-      throw new Broken('is not a JSON object');
+  if (raw.length > settings.maxSessionSize) {
+    fail(EXIT.unreadable, 'the session record is over beaker.session.max_session_size');
+  }
+  const [record, values] = parse(raw, 1, EXIT.unreadable, 'the session record');
+  if (typeof record !== 'object' || record === null || Array.isArray(record)) {
+    fail(EXIT.unreadable, 'the session record is not a JSON object');
+  }
+  for (const name of ['_accessed_time', '_creation_time', '_expires']) {
+    const stamp = Object.hasOwn(record, name) ? record[name] : 0;
+    if (typeof stamp !== 'number' || !(stamp >= 0 && stamp < 1e11)) {
+      fail(EXIT.unreadable, `the session record has a ${name} that is not a Unix time`);
     }
-    for (const name of ['_accessed_time', '_creation_time', '_expires']) {
-      const stamp = Object.hasOwn(record, name) ? record[name] : 0;
-      if (typeof stamp !== 'number' || !(stamp >= 0 && stamp < 1e11)) {
-        throw new Broken(`has a ${name} that is not a Unix time`);
-      }
-    }
-  } catch (error) {
-    refuse(error, EXIT.unreadable, 'the session record');
   }
   if (record.tcjson === 'beaker-opaque') {
     fail(EXIT.unreadable, 'the session is encrypted by Beaker (beaker.session.encrypt_key): ' +
@@ -279,19 +268,18 @@ function liveRecord(raw, settings) {
 // Set one key of the session to the JSON `text`, as written.
 async function setKey(tyrant, settings, recordKey, key, text, added) {
   // Is lib/tcjson.lua there, in the version this program speaks?
+  const probe = await tyrant.ext('probe', '', '', 0); // {"tcjson":1,...}; null: no script
   let version;
   try {
-    version = JSON.parse(await tyrant.ext('probe', '', '', 0)).tcjson;
-  } catch (error) {
-    if (error instanceof Failure) throw error; // else no answer, or not JSON
-  }
+    version = JSON.parse(probe).tcjson;
+  } catch { /* no answer, or not JSON */ }
   if (version !== 1) {
     fail(EXIT.noExtension, `Tokyo Tyrant at ${tyrant.where} runs without the application's ` +
          'lib/tcjson.lua (ttserver -ext); nothing was written');
   }
   // The session as it is now: alive, readable, and with room for the value.
   const [record, values] = liveRecord(await tyrant.get(recordKey), settings);
-  if (values + added - (Object.hasOwn(record, key) ? count(record[key], 2) : 0) > MAX_VALUES) {
+  if (values + added - (Object.hasOwn(record, key) ? count(record[key], 2, null) : 0) > MAX_VALUES) {
     fail(EXIT.usage, `the session would hold more than ${MAX_VALUES} values; nothing was written`);
   }
   // One merge under the record's lock: {"set": {name: value}, "limit": bytes}
@@ -320,11 +308,8 @@ try {
          'in "tcjson" and in keys that start with _');
   }
   let added = 0;
-  try {
-    if (command === 'set') [, added] = parse(Buffer.from(text), 2); // a member: level 2
-  } catch (error) {
-    const hint = error.message === 'is not JSON' ? ` (a string needs quotes: '"${text}"')` : '';
-    refuse(error, EXIT.usage, 'the value', `${hint}; nothing was written`);
+  if (command === 'set') { // the value: level 2 of the record
+    [, added] = parse(Buffer.from(text), 2, EXIT.usage, 'the value', ` (a string needs quotes: '"${text}"')`);
   }
   const settings = readSettings(ini);
   const recordKey = `${settings.prefix}${sessionIdFrom(cookie, settings)}:session`;

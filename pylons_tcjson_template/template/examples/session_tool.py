@@ -110,44 +110,41 @@ def session_id_from(cookie, settings):
     return session_id
 
 
-class Broken(Exception):
-    """JSON the application would not load; the message says why."""
+def parse(data, depth, status, what, hint=''):
+    """(value, values it counts) of UTF-8 JSON `data`, or Failure(status,
+    "<what> <why>") if the application would not load it: not standard
+    JSON (NaN, Infinity), a number beyond a double's range, arrays and
+    objects nested deeper than MAX_DEPTH (`depth` is the value's level; the
+    record's is 1) or more than MAX_VALUES values."""
+    def refuse(reason):
+        raise Failure(status, '%s %s' % (what, reason))
 
-
-def parse(data, depth):
-    """(value, values it counts) of UTF-8 JSON `data`, by the application's
-    rules: standard JSON (no NaN or Infinity), numbers within a double's
-    range, at most MAX_VALUES values, arrays and objects nested at most
-    MAX_DEPTH deep (`depth` is the value's level; the record's is 1)."""
     def number(text):
         if math.isinf(float(text)):                 # 1e999, or an integer of 309 digits
-            raise Broken('holds a number too large for a double')
+            refuse('holds a number too large for a double')
         return int(text) if text.lstrip('-').isdigit() else float(text)
-
-    def not_json(name):                             # Python's json takes NaN, Infinity
-        raise Broken('is not JSON')
     try:
-        value = json.loads(data.decode('utf-8-sig'), parse_constant=not_json,
-                           parse_int=number, parse_float=number)
+        value = json.loads(data.decode('utf-8-sig'), parse_int=number, parse_float=number,
+                           parse_constant=lambda name: refuse('is not JSON' + hint))
     except RecursionError:
-        raise Broken('is nested deeper than %d levels' % MAX_DEPTH)
+        refuse('is nested deeper than %d levels' % MAX_DEPTH)
     except ValueError:                              # bad UTF-8 too
-        raise Broken('is not JSON')
-    values = count(value, depth)
+        refuse('is not JSON' + hint)
+    values = count(value, depth, refuse)
     if values > MAX_VALUES:
-        raise Broken('holds more than %d values' % MAX_VALUES)
+        refuse('holds more than %d values' % MAX_VALUES)
     return value, values
 
 
-def count(value, depth):
+def count(value, depth, refuse):
     """The values in `value` as the application counts them (an empty array
-    or object counts twice); Broken past MAX_DEPTH."""
+    or object counts twice); refuse(why) past MAX_DEPTH."""
     if not isinstance(value, (dict, list)):
         return 1
     if depth > MAX_DEPTH:
-        raise Broken('is nested deeper than %d levels' % MAX_DEPTH)
+        refuse('is nested deeper than %d levels' % MAX_DEPTH)
     children = value.values() if isinstance(value, dict) else value
-    return 1 + (sum(count(child, depth + 1) for child in children) or 1)
+    return 1 + (sum(count(child, depth + 1, refuse) for child in children) or 1)
 
 
 # Tokyo Tyrant's binary protocol.  A request: the magic byte 0xC8, a command
@@ -208,18 +205,16 @@ def live_record(raw, settings):
     gone, expired, or a record the application would not load either."""
     if raw is None:
         raise Failure(EXIT_NO_SESSION, NO_SESSION)
-    try:
-        if len(raw) > settings.max_session_size:
-            raise Broken('is over beaker.session.max_session_size')
-        record, values = parse(raw, 1)
-        if not isinstance(record, dict):
-            raise Broken('is not a JSON object')
-        for name in ('_accessed_time', '_creation_time', '_expires'):
-            stamp = record.get(name, 0)
-            if type(stamp) not in (int, float) or not 0 <= stamp < 1e11:
-                raise Broken('has a %s that is not a Unix time' % name)
-    except Broken as broken:
-        raise Failure(EXIT_UNREADABLE, 'the session record %s' % broken)
+    if len(raw) > settings.max_session_size:
+        raise Failure(EXIT_UNREADABLE, 'the session record is over beaker.session.max_session_size')
+    record, values = parse(raw, 1, EXIT_UNREADABLE, 'the session record')
+    if not isinstance(record, dict):
+        raise Failure(EXIT_UNREADABLE, 'the session record is not a JSON object')
+    for name in ('_accessed_time', '_creation_time', '_expires'):
+        stamp = record.get(name, 0)
+        if type(stamp) not in (int, float) or not 0 <= stamp < 1e11:
+            raise Failure(EXIT_UNREADABLE, 'the session record has a %s that is not a Unix '
+                          'time' % name)
     if record.get('tcjson') == 'beaker-opaque':
         raise Failure(EXIT_UNREADABLE, 'the session is encrypted by Beaker '
                       '(beaker.session.encrypt_key): only the Pylons application can read it')
@@ -236,16 +231,17 @@ def live_record(raw, settings):
 def set_key(tyrant, settings, record_key, key, text, added):
     """Set one key of the session to the JSON `text`, as written."""
     # Is lib/tcjson.lua there, in the version this program speaks?
+    probe = tyrant.ext(b'probe', b'', b'', 0)       # {"tcjson":1,...}; None: no script
     try:
-        version = json.loads(tyrant.ext(b'probe', b'', b'', 0))['tcjson']
-    except (TypeError, ValueError, KeyError):
+        version = json.loads(probe)['tcjson']
+    except (TypeError, ValueError, KeyError):       # no answer, or not that JSON
         version = None
     if version != 1:
         raise Failure(EXIT_NO_EXTENSION, 'Tokyo Tyrant at %s runs without the application\'s '
                       'lib/tcjson.lua (ttserver -ext); nothing was written' % tyrant.where)
     # The session as it is now: alive, readable, and with room for the value.
     record, values = live_record(tyrant.get(record_key), settings)
-    if values + added - (count(record[key], 2) if key in record else 0) > MAX_VALUES:
+    if values + added - (count(record[key], 2, None) if key in record else 0) > MAX_VALUES:
         raise Failure(EXIT_USAGE, 'the session would hold more than %d values; nothing was '
                       'written' % MAX_VALUES)
     # One merge under the record's lock: {"set": {name: value}, "limit": bytes}
@@ -270,11 +266,10 @@ def main(ini=None, cookie=None, command=None, key=None, text=None, *extra):
         if command == 'set' and (key.startswith('_') or key == 'tcjson'):
             raise Failure(EXIT_USAGE, '%s is reserved: Beaker and the backend keep their own '
                           'data in "tcjson" and in keys that start with _' % key)
-        try:
-            added = parse(os.fsencode(text), 2)[1] if command == 'set' else 0   # level 2
-        except Broken as broken:
-            hint = ' (a string needs quotes: \'"%s"\')' % text if 'not JSON' in str(broken) else ''
-            raise Failure(EXIT_USAGE, 'the value %s%s; nothing was written' % (broken, hint))
+        added = 0
+        if command == 'set':                              # the value: level 2 of the record
+            hint = ' (a string needs quotes: \'"%s"\')' % text
+            added = parse(os.fsencode(text), 2, EXIT_USAGE, 'the value', hint)[1]
         settings = read_settings(ini)
         record_key = '%s%s:session' % (settings.prefix, session_id_from(cookie, settings))
         tyrant = Tyrant(settings)
