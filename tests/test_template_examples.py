@@ -466,13 +466,17 @@ def test_both_examples_answer_alike(app):
              ['%s=%s; %s=%s' % (app.cookie_name, cookie, app.cookie_name, ended), 'get'],
              [ended, 'get'], [ended, 'set', 'k', '1'],
              [cookie, 'set', 'big', json.dumps('x' * 4096)], [cookie, 'get'],
-             [cookie, 'set', 'same', '[1.0, -0.0, 9007199254740993]']]
+             [cookie, 'set', 'same', '[1.0, -0.0, 9007199254740993]'],
+             [cookie, 'set', 'bad\xffkey', '"bad\xfe"']]           # not UTF-8: U+FFFD
     for case in cases:
         answers = []
         for example in sorted(EXAMPLES):
             code, out, err = run_example(app, example, case[0], *case[1:], ini='fast.ini')
             answers.append((code, out, err.split(': ', 1)[-1]))
         assert answers[0] == answers[1], case
+        assert 'Traceback' not in answers[0][2]
+    record = json.loads(app.client()[app.record_key(session_id)])
+    assert record[u'bad\ufffdkey'] == u'bad\ufffd'
 
 
 @each_example

@@ -165,13 +165,6 @@ const RECORD_LOCK = 1; // ext option: run the Lua function alone for its key
 const REASONS = { ECONNREFUSED: 'connection refused', ECONNRESET: 'the server reset the connection',
                   EPIPE: 'the server closed the connection' };
 
-function header(command, ...numbers) { // 0xC8, the command, each number in 4 bytes
-  const bytes = Buffer.alloc(2 + 4 * numbers.length);
-  bytes.set([0xc8, command]);
-  numbers.forEach((number, index) => bytes.writeUInt32BE(number, 2 + 4 * index));
-  return bytes;
-}
-
 class Tyrant { // one connection; every failure becomes Failure(EXIT.tyrant)
   constructor({ host, port, ioTimeout }) {
     Object.assign(this, { where: `${host}:${port}`, ioTimeout, received: Buffer.alloc(0) });
@@ -199,17 +192,20 @@ class Tyrant { // one connection; every failure becomes Failure(EXIT.tyrant)
   }
 
   get(key) { // the record's bytes, or null if there is none
-    const k = Buffer.from(key);
-    return this.ask(header(GET, k.length), k);
+    const k = Buffer.from(key); // strings as UTF-8
+    return this.ask(GET, [k.length], k);
   }
 
-  ext(name, key, value, options) { // call a Lua function of ttserver -ext: its answer, or null if it failed
-    const [n, k, v] = [name, key, value].map((text) => Buffer.from(text)); // strings as UTF-8
-    return this.ask(header(EXT, n.length, options, k.length, v.length), n, k, v);
+  ext(name, key, value, options) { // a Lua function's answer, or null if the call failed
+    const [n, k, v] = [name, key, value].map((text) => Buffer.from(text));
+    return this.ask(EXT, [n.length, options, k.length, v.length], n, k, v);
   }
 
-  async ask(...request) {
-    this.socket.write(Buffer.concat(request)); // errors: in read()
+  async ask(command, numbers, ...fields) {
+    const head = Buffer.alloc(2 + 4 * numbers.length);
+    head.set([0xc8, command]);
+    numbers.forEach((number, index) => head.writeUInt32BE(number, 2 + 4 * index));
+    this.socket.write(Buffer.concat([head, ...fields])); // errors: in read()
     if ((await this.read(1))[0] !== 0) return null;
     return this.read((await this.read(4)).readUInt32BE(0));
   }

@@ -263,13 +263,15 @@ def main(ini=None, cookie=None, command=None, key=None, text=None, *extra):
     try:
         if extra or not (command == 'get' and key is None or command == 'set' and text is not None):
             raise Failure(EXIT_USAGE, 'usage: INI COOKIE get | INI COOKIE set KEY JSON_VALUE')
+        # Bytes that are not UTF-8 become U+FFFD, as Node.js reads its arguments.
+        key, text = (os.fsencode(arg).decode('utf-8', 'replace') if arg else arg for arg in (key, text))
         if command == 'set' and (key.startswith('_') or key == 'tcjson'):
             raise Failure(EXIT_USAGE, '%s is reserved: Beaker and the backend keep their own '
                           'data in "tcjson" and in keys that start with _' % key)
         added = 0
         if command == 'set':                              # the value: level 2 of the record
             hint = ' (a string needs quotes: \'"%s"\')' % text
-            added = parse(os.fsencode(text), 2, EXIT_USAGE, 'the value', hint)[1]
+            added = parse(text.encode('utf-8'), 2, EXIT_USAGE, 'the value', hint)[1]
         settings = read_settings(ini)
         record_key = '%s%s:session' % (settings.prefix, session_id_from(cookie, settings))
         tyrant = Tyrant(settings)
