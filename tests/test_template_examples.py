@@ -384,7 +384,8 @@ def test_set_keeps_the_record_within_the_application_value_count(app, example):
     stored = '{%s,"list":[%s],"e":[]}' % (times, ','.join(['0'] * 19993))
     assert records.parse_session_record(stored) is not None      # the app's own check
     app.put_record(session_id, stored)
-    code, _, err = run_example(app, example, cookie, 'set', 'list', '[%s]' % ','.join(['1'] * 19993))
+    code, _, err = run_example(app, example, cookie, 'set', 'list',
+                               '[%s]' % ','.join(['1'] * 19993))
     assert code == 0, err                                        # the same count
     one_line_failure(*run_example(app, example, cookie, 'set', 'x', '1') +
                      (EXIT_USAGE, 'more than 20000 values', 'nothing was written'))

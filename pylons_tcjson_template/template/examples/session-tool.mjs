@@ -5,9 +5,8 @@
 // with nothing but Node's standard library: read beaker.session.* from the INI
 // file, check the cookie's signature, get the record <prefix><id>:session (one
 // JSON object) from Tokyo Tyrant, and set a key with one call of the
-// application's lib/tcjson.lua inside Tyrant ("merge"): it changes that key in
-// the record as it is at that moment, under the record's lock, so neither side
-// loses the other's change and no other byte of the record is rewritten.
+// application's lib/tcjson.lua inside Tyrant ("merge", under the record's
+// lock): neither side loses the other's change, no other byte is rewritten.
 //
 //   node examples/session-tool.mjs development.ini COOKIE get
 //   node examples/session-tool.mjs development.ini COOKIE set KEY JSON_VALUE
@@ -108,7 +107,8 @@ function sessionIdFrom(cookie, settings) {
     // Beaker uses the last of several, another program may use the first: each
     // would act on a different session, both validly signed.
     if (found.length > 1) {
-      fail(EXIT.cookie, `the Cookie header has ${found.length} ${name} cookies and Beaker uses the last one: send one only`);
+      fail(EXIT.cookie, `the Cookie header has ${found.length} ${name} cookies and Beaker uses ` +
+           'the last one: send one only');
     }
     value = found[0];
   }
@@ -126,13 +126,11 @@ function sessionIdFrom(cookie, settings) {
   return sessionId;
 }
 
-// [value, values it counts] of UTF-8 JSON `data` (a Buffer), or a
-// Failure(status, "<what> <why>") if the application would not load it: not
-// standard JSON (NaN, Infinity), a number beyond a double's range, arrays and
-// objects nested deeper than MAX_DEPTH (`depth` is the value's level; the
-// record's is 1) or more than MAX_VALUES values. JSON.parse's numbers are
-// doubles (9007199254740993 becomes ...992): this program only checks them,
-// and never writes back what it parsed.
+// [value, values it counts] of UTF-8 JSON `data` (a Buffer) at level `depth`
+// (the record's is 1), or Failure(status, "<what> <why>") if the application
+// would not load it: NaN, Infinity, more than MAX_VALUES values, and what
+// count() refuses. JSON.parse's numbers are doubles (9007199254740993 becomes
+// ...992): this program only checks them, and never writes back what it parsed.
 function parse(data, depth, status, what, hint = '') {
   const refuse = (reason) => fail(status, `${what} ${reason}`);
   let value;
@@ -147,8 +145,8 @@ function parse(data, depth, status, what, hint = '') {
 }
 
 // The values in `value` as the application counts them (an empty array or
-// object counts twice); refuse(why) past MAX_DEPTH or for a number JSON.parse
-// made Infinity (1e999, or an integer of 309 digits).
+// object twice); refuse(why) for a number beyond a double's range (JSON.parse
+// makes 1e999 Infinity), or arrays and objects nested deeper than MAX_DEPTH.
 function count(value, depth, refuse) {
   if (typeof value === 'number' && !Number.isFinite(value)) refuse('holds a number too large for a double');
   if (typeof value !== 'object' || value === null) return 1;
@@ -157,7 +155,8 @@ function count(value, depth, refuse) {
 }
 
 // Tokyo Tyrant's binary protocol. A request: the magic byte 0xC8, a command
-// byte, big-endian 32-bit numbers (the fields' lengths), then the fields.
+// byte, big-endian 32-bit numbers (the fields' lengths; ext's options too),
+// then the fields.
 // Answers used here: the status byte 0, a 32-bit length and a value; or the
 // single byte 1 (no such record, or a failed call).
 const GET = 0x30, EXT = 0x68;
@@ -273,7 +272,8 @@ async function setKey(tyrant, settings, recordKey, key, text, added) {
     fail(EXIT.noExtension, `Tokyo Tyrant at ${tyrant.where} runs without the application's ` +
          'lib/tcjson.lua (ttserver -ext); nothing was written');
   }
-  // The session as it is now: alive, readable, and with room for the value.
+  // The session as it is now: alive, readable, and with room for the value
+  // (which replaces the key's old value, if any: already checked).
   const [record, values] = liveRecord(await tyrant.get(recordKey), settings);
   if (values + added - (Object.hasOwn(record, key) ? count(record[key], 2, null) : 0) > MAX_VALUES) {
     fail(EXIT.usage, `the session would hold more than ${MAX_VALUES} values; nothing was written`);

@@ -5,9 +5,8 @@ What a second service does to share the login with the Pylons application,
 with nothing but the standard library: read beaker.session.* from the INI
 file, check the cookie's signature, get the record ``<prefix><id>:session``
 (one JSON object) from Tokyo Tyrant, and set a key with one call of the
-application's lib/tcjson.lua inside Tyrant ("merge"): it changes that key
-in the record as it is at that moment, under the record's lock, so neither
-side loses the other's change and no other byte of the record is rewritten.
+application's lib/tcjson.lua inside Tyrant ("merge", under the record's
+lock): neither side loses the other's change, no other byte is rewritten.
 
     python3 examples/session_tool.py development.ini COOKIE get
     python3 examples/session_tool.py development.ini COOKIE set KEY JSON_VALUE
@@ -111,18 +110,16 @@ def session_id_from(cookie, settings):
 
 
 def parse(data, depth, status, what, hint=''):
-    """(value, values it counts) of UTF-8 JSON `data`, or Failure(status,
-    "<what> <why>") if the application would not load it: not standard
-    JSON (NaN, Infinity), a number beyond a double's range, arrays and
-    objects nested deeper than MAX_DEPTH (`depth` is the value's level; the
-    record's is 1) or more than MAX_VALUES values."""
+    """(value, values it counts) of UTF-8 JSON `data` at level `depth` (the
+    record's is 1), or Failure(status, "<what> <why>") if the application
+    would not load it: NaN, Infinity, more than MAX_VALUES values, and
+    what count() refuses."""
     def refuse(reason):
         raise Failure(status, '%s %s' % (what, reason))
 
-    def number(text):
-        if math.isinf(float(text)):                 # 1e999, or an integer of 309 digits
-            refuse('holds a number too large for a double')
-        return int(text) if text.lstrip('-').isdigit() else float(text)
+    def number(text):                               # as large as 1e999: inf, as in a double
+        double = float(text)
+        return int(text) if text.lstrip('-').isdigit() and not math.isinf(double) else double
     try:
         value = json.loads(data.decode('utf-8-sig'), parse_int=number, parse_float=number,
                            parse_constant=lambda name: refuse('is not JSON' + hint))
@@ -138,7 +135,10 @@ def parse(data, depth, status, what, hint=''):
 
 def count(value, depth, refuse):
     """The values in `value` as the application counts them (an empty array
-    or object counts twice); refuse(why) past MAX_DEPTH."""
+    or object twice); refuse(why) for a number beyond a double's range, or
+    arrays and objects nested deeper than MAX_DEPTH."""
+    if isinstance(value, float) and math.isinf(value):
+        refuse('holds a number too large for a double')
     if not isinstance(value, (dict, list)):
         return 1
     if depth > MAX_DEPTH:
@@ -148,7 +148,8 @@ def count(value, depth, refuse):
 
 
 # Tokyo Tyrant's binary protocol.  A request: the magic byte 0xC8, a command
-# byte, big-endian 32-bit numbers (the fields' lengths), then the fields.
+# byte, big-endian 32-bit numbers (the fields' lengths; ext's options too),
+# then the fields.
 # Answers used here: the status byte 0, a 32-bit length and a value; or the
 # single byte 1 (no such record, or a failed call).
 GET, EXT = 0x30, 0x68
@@ -239,7 +240,8 @@ def set_key(tyrant, settings, record_key, key, text, added):
     if version != 1:
         raise Failure(EXIT_NO_EXTENSION, 'Tokyo Tyrant at %s runs without the application\'s '
                       'lib/tcjson.lua (ttserver -ext); nothing was written' % tyrant.where)
-    # The session as it is now: alive, readable, and with room for the value.
+    # The session as it is now: alive, readable, and with room for the value
+    # (which replaces the key's old value, if any: already checked).
     record, values = live_record(tyrant.get(record_key), settings)
     if values + added - (count(record[key], 2, None) if key in record else 0) > MAX_VALUES:
         raise Failure(EXIT_USAGE, 'the session would hold more than %d values; nothing was '
@@ -264,7 +266,7 @@ def main(ini=None, cookie=None, command=None, key=None, text=None, *extra):
         if extra or not (command == 'get' and key is None or command == 'set' and text is not None):
             raise Failure(EXIT_USAGE, 'usage: INI COOKIE get | INI COOKIE set KEY JSON_VALUE')
         # Bytes that are not UTF-8 become U+FFFD, as Node.js reads its arguments.
-        key, text = (os.fsencode(arg).decode('utf-8', 'replace') if arg else arg for arg in (key, text))
+        key, text = (arg and os.fsencode(arg).decode('utf-8', 'replace') for arg in (key, text))
         if command == 'set' and (key.startswith('_') or key == 'tcjson'):
             raise Failure(EXIT_USAGE, '%s is reserved: Beaker and the backend keep their own '
                           'data in "tcjson" and in keys that start with _' % key)
@@ -273,15 +275,16 @@ def main(ini=None, cookie=None, command=None, key=None, text=None, *extra):
             hint = ' (a string needs quotes: \'"%s"\')' % text
             added = parse(text.encode('utf-8'), 2, EXIT_USAGE, 'the value', hint)[1]
         settings = read_settings(ini)
-        record_key = '%s%s:session' % (settings.prefix, session_id_from(cookie, settings))
+        session_id = session_id_from(cookie, settings)
+        record_key = ('%s%s:session' % (settings.prefix, session_id)).encode('utf-8')
         tyrant = Tyrant(settings)
         with tyrant.sock:
             if command == 'get':
-                raw = tyrant.get(record_key.encode('utf-8'))
+                raw = tyrant.get(record_key)
                 live_record(raw, settings)
                 print(raw.decode('utf-8-sig'))            # as stored, byte order mark dropped
             else:
-                set_key(tyrant, settings, record_key.encode('utf-8'), key, text, added)
+                set_key(tyrant, settings, record_key, key, text, added)
                 print('stored %s = %s' % (key, text.strip()))
     except Failure as failure:
         status, message = failure.args
