@@ -1,28 +1,32 @@
 #!/usr/bin/env node
-// Read and change this application's Beaker sessions from Node.js.
+// Read this application's Beaker session, or set one key of it, from Node.js.
 //
 // What a second service does to share the login with the Pylons application,
 // with nothing but Node's standard library: read beaker.session.* from the INI
 // file, check the cookie's signature, get the record <prefix><id>:session (one
-// JSON object) from Tokyo Tyrant and, to change one key, take the lock the
-// application takes, so that neither side loses the other's change.
+// JSON object) from Tokyo Tyrant, and set a key with one call of the
+// application's lib/tcjson.lua inside Tyrant ("merge", under the record's
+// lock): neither side loses the other's change, no other byte is rewritten.
 //
 //   node examples/session-tool.mjs development.ini COOKIE get
 //   node examples/session-tool.mjs development.ini COOKIE set KEY JSON_VALUE
 //
 // COOKIE is the Cookie header ("a=1; myapp=<value>") or the cookie's value.
-// Exit status: 0 done, 2 bad usage or settings, 3 cookie refused, 4 no live
-// session (never saved, logged out, expired), 5 record not readable here,
-// 6 session busy, 7 Tokyo Tyrant unavailable -- as examples/session_tool.py.
-import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+// get prints the record as stored; set stores JSON_VALUE as written.
+// Exit status, as examples/session_tool.py: 0 done, 2 bad usage or settings
+// (or a value the application could not load), 3 cookie refused (forged,
+// malformed, or two session cookies), 4 no live session (never saved, logged
+// out, expired), 5 record not readable here, 6 Tyrant without lib/tcjson.lua
+// (set only), 7 Tokyo Tyrant unavailable.
+import { createHmac, timingSafeEqual } from 'node:crypto';
 import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import net from 'node:net';
-import os from 'node:os';
 import path from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 
-const EXIT = { usage: 2, cookie: 3, noSession: 4, unreadable: 5, busy: 6, tyrant: 7 };
+const EXIT = { usage: 2, cookie: 3, noSession: 4, unreadable: 5, noExtension: 6, tyrant: 7 };
+const MAX_DEPTH = 32, MAX_VALUES = 20000; // what the application loads (lib/records.py)
+const NO_SESSION = 'no such session: never saved, logged out or purged';
 
 class Failure extends Error { // ends the program with a message and an exit status
   constructor(status, message) {
@@ -86,7 +90,7 @@ function readSettings(file) {
     host, port: Number(port), prefix: option('prefix', 'beaker:'),
     cookieName: option('key', 'beaker.session.id'), secret: option('secret'),
     connectTimeout: number('connect_timeout', '1'), ioTimeout: number('io_timeout', '2'),
-    timeout: number('timeout', '0'), maxSessionSize: number('max_session_size', '1048576'),
+    timeout: number('timeout', '0'), maxSessionSize: Math.trunc(number('max_session_size', '1048576')),
   };
 }
 
@@ -95,11 +99,18 @@ function readSettings(file) {
 // holder of the secret can make a pair that matches.
 function sessionIdFrom(cookie, settings) {
   let value = cookie.trim();
+  const name = settings.cookieName;
   if (value.includes('=')) { // a whole Cookie header
-    const pairs = value.replace(/^cookie:/i, '').split(';').map((part) => part.trim().split('='));
-    const found = pairs.find(([name]) => name === settings.cookieName);
-    if (!found) fail(EXIT.cookie, `the Cookie header has no ${settings.cookieName} cookie`);
-    value = found.slice(1).join('=');
+    const pairs = value.replace(/^cookie:/i, '').split(';').map((part) => part.split('='));
+    const found = pairs.filter(([key]) => key.trim() === name).map(([, ...rest]) => rest.join('='));
+    if (!found.length) fail(EXIT.cookie, `the Cookie header has no ${name} cookie`);
+    // Beaker uses the last of several, another program may use the first: each
+    // would act on a different session, both validly signed.
+    if (found.length > 1) {
+      fail(EXIT.cookie, `the Cookie header has ${found.length} ${name} cookies and Beaker uses ` +
+           'the last one: send one only');
+    }
+    value = found[0];
   }
   value = value.trim().replace(/^"|"$/g, '');
   if (!/^[0-9a-f]{72}$/.test(value)) {
@@ -115,21 +126,43 @@ function sessionIdFrom(cookie, settings) {
   return sessionId;
 }
 
+// [value, values it counts] of UTF-8 JSON `data` (a Buffer) at level `depth`
+// (the record's is 1), or Failure(status, "<what> <why>") if the application
+// would not load it: NaN, Infinity, more than MAX_VALUES values, and what
+// count() refuses. JSON.parse's numbers are doubles (9007199254740993 becomes
+// ...992): this program only checks them, and never writes back what it parsed.
+function parse(data, depth, status, what, hint = '') {
+  const refuse = (reason) => fail(status, `${what} ${reason}`);
+  let value;
+  try {
+    value = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(data)); // drops a BOM
+  } catch {
+    refuse(`is not JSON${hint}`); // bad UTF-8 too
+  }
+  const values = count(value, depth, refuse);
+  if (values > MAX_VALUES) refuse(`holds more than ${MAX_VALUES} values`);
+  return [value, values];
+}
+
+// The values in `value` as the application counts them (an empty array or
+// object twice); refuse(why) for a number beyond a double's range (JSON.parse
+// makes 1e999 Infinity), or arrays and objects nested deeper than MAX_DEPTH.
+function count(value, depth, refuse) {
+  if (typeof value === 'number' && !Number.isFinite(value)) refuse('holds a number too large for a double');
+  if (typeof value !== 'object' || value === null) return 1;
+  if (depth > MAX_DEPTH) refuse(`is nested deeper than ${MAX_DEPTH} levels`);
+  return 1 + (Object.values(value).reduce((sum, child) => sum + count(child, depth + 1, refuse), 0) || 1);
+}
+
 // Tokyo Tyrant's binary protocol. A request: the magic byte 0xC8, a command
-// byte, the big-endian 32-bit length of each field, then the fields. Every
-// answer starts with a status byte, 0 for success; get's goes on with the
-// value's length and the value. Requests sent together ("pipelined") are
-// answered in order, all in one round trip.
-const GET = 0x30, PUT = 0x10, PUTKEEP = 0x11, OUT = 0x20;
+// byte, big-endian 32-bit numbers (the fields' lengths; ext's options too),
+// then the fields.
+// Answers used here: the status byte 0, a 32-bit length and a value; or the
+// single byte 1 (no such record, or a failed call).
+const GET = 0x30, EXT = 0x68;
+const RECORD_LOCK = 1; // ext option: run the Lua function alone for its key
 const REASONS = { ECONNREFUSED: 'connection refused', ECONNRESET: 'the server reset the connection',
                   EPIPE: 'the server closed the connection' };
-
-function request(command, ...fields) {
-  const buffers = fields.map((field) => Buffer.from(field)); // strings as UTF-8
-  const lengths = Buffer.alloc(4 * buffers.length);
-  buffers.forEach((buffer, index) => lengths.writeUInt32BE(buffer.length, 4 * index));
-  return Buffer.concat([Buffer.from([0xc8, command]), lengths, ...buffers]);
-}
 
 class Tyrant { // one connection; every failure becomes Failure(EXIT.tyrant)
   constructor({ host, port, ioTimeout }) {
@@ -157,13 +190,23 @@ class Tyrant { // one connection; every failure becomes Failure(EXIT.tyrant)
     return new Failure(EXIT.tyrant, `Tokyo Tyrant at ${this.where} is unavailable (${reason})`);
   }
 
-  // Send [command, ...fields] requests at once; their answers in order: get's
-  // value (null: no such record), else true for success.
-  async pipeline(...requests) {
-    this.socket.write(Buffer.concat(requests.map((fields) => request(...fields)))); // errors: in read()
-    const answers = [];
-    for (const [command] of requests) answers.push(command === GET ? await this.value() : await this.ok());
-    return answers;
+  get(key) { // the record's bytes, or null if there is none
+    const k = Buffer.from(key); // strings as UTF-8
+    return this.ask(GET, [k.length], k);
+  }
+
+  ext(name, key, value, options) { // a Lua function's answer, or null if the call failed
+    const [n, k, v] = [name, key, value].map((text) => Buffer.from(text));
+    return this.ask(EXT, [n.length, options, k.length, v.length], n, k, v);
+  }
+
+  async ask(command, numbers, ...fields) {
+    const head = Buffer.alloc(2 + 4 * numbers.length);
+    head.set([0xc8, command]);
+    numbers.forEach((number, index) => head.writeUInt32BE(number, 2 + 4 * index));
+    this.socket.write(Buffer.concat([head, ...fields])); // errors: in read()
+    if ((await this.read(1))[0] !== 0) return null;
+    return this.read((await this.read(4)).readUInt32BE(0));
   }
 
   async read(size) {
@@ -184,25 +227,24 @@ class Tyrant { // one connection; every failure becomes Failure(EXIT.tyrant)
     this.received = this.received.subarray(size);
     return data;
   }
-
-  async ok() { // a status byte: true for success
-    return (await this.read(1))[0] === 0;
-  }
-
-  async value() { // get's answer: the value, or null if there is none
-    return (await this.ok()) ? this.read((await this.read(4)).readUInt32BE(0)) : null;
-  }
 }
 
-// The session as an object, or a Failure if it is gone, expired or opaque.
+// [the session as an object, its values counted], or a Failure if it is gone,
+// expired, or a record the application would not load either.
 function liveRecord(raw, settings) {
-  if (raw === null) fail(EXIT.noSession, 'no such session: never saved, logged out or purged');
-  let record = null;
-  try {
-    record = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(raw));
-  } catch { /* not UTF-8 JSON: refused below */ }
+  if (raw === null) fail(EXIT.noSession, NO_SESSION);
+  if (raw.length > settings.maxSessionSize) {
+    fail(EXIT.unreadable, 'the session record is over beaker.session.max_session_size');
+  }
+  const [record, values] = parse(raw, 1, EXIT.unreadable, 'the session record');
   if (typeof record !== 'object' || record === null || Array.isArray(record)) {
     fail(EXIT.unreadable, 'the session record is not a JSON object');
+  }
+  for (const name of ['_accessed_time', '_creation_time', '_expires']) {
+    const stamp = Object.hasOwn(record, name) ? record[name] : 0;
+    if (typeof stamp !== 'number' || !(stamp >= 0 && stamp < 1e11)) {
+      fail(EXIT.unreadable, `the session record has a ${name} that is not a Unix time`);
+    }
   }
   if (record.tcjson === 'beaker-opaque') {
     fail(EXIT.unreadable, 'the session is encrypted by Beaker (beaker.session.encrypt_key): ' +
@@ -211,100 +253,70 @@ function liveRecord(raw, settings) {
   // Tyrant deletes nothing by itself: an expired record stays until the purge
   // runs. Beaker would ignore it and start a new session.
   const now = Date.now() / 1000;
-  if (typeof record._expires === 'number' && now > record._expires) {
-    fail(EXIT.noSession, 'the session has expired (_expires has passed)');
-  }
-  if (settings.timeout && typeof record._accessed_time === 'number' &&
-      now - record._accessed_time > settings.timeout) {
+  if (now > (record._expires ?? now)) fail(EXIT.noSession, 'the session has expired (_expires has passed)');
+  if (settings.timeout && now - (record._accessed_time ?? now) > settings.timeout) {
     fail(EXIT.noSession, 'the session has expired (idle over beaker.session.timeout)');
   }
-  return record;
+  return [record, values];
 }
 
-// Take the session's lock, the record the Pylons application creates before it
-// writes: putkeep fails while it exists. Returns the record as it is now, and
-// the performance.now() at which the lock lapses.
-async function lockAndRead(tyrant, lockKey, recordKey, lifetime) {
-  const owner = `${os.hostname()}/${process.pid}/${randomBytes(6).toString('hex')}`;
-  const deadline = performance.now() + lifetime * 1000;
-  for (let pause = 2; ;) {
-    const takenAt = performance.now();
-    const lock = { tcjson: 'lock', owner, _expires: Date.now() / 1000 + lifetime };
-    const [taken, record] = await tyrant.pipeline([PUTKEEP, lockKey, JSON.stringify(lock)], [GET, recordKey]);
-    if (taken) return [record, takenAt + lifetime * 1000];
-    const [held] = await tyrant.pipeline([GET, lockKey]);
-    let expires;
-    try {
-      expires = JSON.parse(held)?._expires;
-    } catch { /* junk: nobody's lock */ }
-    const alive = typeof expires === 'number' && expires >= Date.now() / 1000;
-    if (held !== null && !alive) { // its holder died: take it over
-      await tyrant.pipeline([OUT, lockKey]);
-      continue;
-    }
-    if (performance.now() + pause > deadline) {
-      fail(EXIT.busy, `the session is busy: its lock stayed taken for io_timeout=${lifetime}s; try again`);
-    }
-    if (held !== null) { // else it was released meanwhile
-      await sleep(pause);
-      pause = Math.min(pause * 2, 100);
-    }
-  }
-}
-
-// Change one key of the session, leaving every other key as it is.
-async function setKey(tyrant, settings, sessionId, key, value) {
-  const recordKey = `${settings.prefix}${sessionId}:session`;
-  const lockKey = `${settings.prefix}lock:${sessionId}:session`;
-  let [raw, lapsesAt] = await lockAndRead(tyrant, lockKey, recordKey, settings.ioTimeout);
+// Set one key of the session to the JSON `text`, as written.
+async function setKey(tyrant, settings, recordKey, key, text, added) {
+  // Is lib/tcjson.lua there, in the version this program speaks?
+  const probe = await tyrant.ext('probe', '', '', 0); // {"tcjson":1,...}; null: no script
+  let version;
   try {
-    const record = liveRecord(raw, settings); // as read under the lock
-    record[key] = value;
-    const data = Buffer.from(JSON.stringify(record));
-    if (data.length > settings.maxSessionSize) { // the application could not load it
-      fail(EXIT.usage, `the session would be ${data.length} bytes, over max_session_size; nothing was written`);
-    }
-    if (performance.now() >= lapsesAt) { // another program may hold it by now
-      fail(EXIT.busy, 'the lock lapsed before the write; nothing was written');
-    }
-    lapsesAt = 0; // put and unlock in one round trip
-    const [stored] = await tyrant.pipeline([PUT, recordKey, data], [OUT, lockKey]);
-    if (!stored) fail(EXIT.tyrant, 'Tokyo Tyrant refused to store the session');
-  } finally {
-    if (performance.now() < lapsesAt) { // failed before the write: unlock
-      await tyrant.pipeline([OUT, lockKey]);
-    }
+    version = JSON.parse(probe).tcjson;
+  } catch { /* no answer, or not JSON */ }
+  if (version !== 1) {
+    fail(EXIT.noExtension, `Tokyo Tyrant at ${tyrant.where} runs without the application's ` +
+         'lib/tcjson.lua (ttserver -ext); nothing was written');
   }
-}
-
-function parseArguments([ini, cookie, command, key, text, ...extra]) {
-  if (!(command === 'get' && key === undefined) && !(command === 'set' && text !== undefined) || extra.length) {
-    fail(EXIT.usage, 'usage: session-tool.mjs INI COOKIE get | set KEY JSON_VALUE');
+  // The session as it is now: alive, readable, and with room for the value
+  // (which replaces the key's old value, if any: already checked).
+  const [record, values] = liveRecord(await tyrant.get(recordKey), settings);
+  if (values + added - (Object.hasOwn(record, key) ? count(record[key], 2, null) : 0) > MAX_VALUES) {
+    fail(EXIT.usage, `the session would hold more than ${MAX_VALUES} values; nothing was written`);
   }
-  if (command === 'get') return { ini, cookie, command };
-  if (key.startsWith('_') || key === 'tcjson') {
-    fail(EXIT.usage, `${key} is reserved: Beaker and the backend keep their own data ` +
-         'in "tcjson" and in keys that start with _');
+  // One merge under the record's lock: {"set": {name: value}, "limit": bytes}
+  // changes that member of the record as it is then, keeping every other byte.
+  const request = `{"set":{${JSON.stringify(key)}:${text.trim()}},"limit":${settings.maxSessionSize}}`;
+  const answer = (await tyrant.ext('merge', recordKey, request, RECORD_LOCK))?.toString();
+  if (answer === 'missing') fail(EXIT.noSession, NO_SESSION); // logged out since the get
+  if (answer === 'too large') {
+    fail(EXIT.usage, 'the session would be over beaker.session.max_session_size ' +
+         `(${settings.maxSessionSize} bytes); nothing was written`);
   }
-  try {
-    return { ini, cookie, command, key, value: JSON.parse(text) };
-  } catch {
-    fail(EXIT.usage, `${text} is not JSON; quote a string: '"${text}"'`);
+  if (answer !== 'ok') {
+    fail(EXIT.unreadable, 'lib/tcjson.lua refused the change: the stored record is unreadable ' +
+         '(the server log says why); nothing was written');
   }
 }
 
 let tyrant;
 try {
-  const args = parseArguments(process.argv.slice(2));
-  const settings = readSettings(args.ini);
-  const sessionId = sessionIdFrom(args.cookie, settings);
+  const [ini, cookie, command, key, text, ...extra] = process.argv.slice(2);
+  if (extra.length || !(command === 'get' && key === undefined || command === 'set' && text !== undefined)) {
+    fail(EXIT.usage, 'usage: INI COOKIE get | INI COOKIE set KEY JSON_VALUE');
+  }
+  if (command === 'set' && (key.startsWith('_') || key === 'tcjson')) {
+    fail(EXIT.usage, `${key} is reserved: Beaker and the backend keep their own data ` +
+         'in "tcjson" and in keys that start with _');
+  }
+  let added = 0;
+  if (command === 'set') { // the value: level 2 of the record
+    [, added] = parse(Buffer.from(text), 2, EXIT.usage, 'the value', ` (a string needs quotes: '"${text}"')`);
+  }
+  const settings = readSettings(ini);
+  const recordKey = `${settings.prefix}${sessionIdFrom(cookie, settings)}:session`;
   tyrant = await new Tyrant(settings).connect(settings.connectTimeout);
-  if (args.command === 'get') {
-    const [raw] = await tyrant.pipeline([GET, `${settings.prefix}${sessionId}:session`]);
-    console.log(JSON.stringify(liveRecord(raw, settings), null, 2));
+  if (command === 'get') {
+    const raw = await tyrant.get(recordKey);
+    liveRecord(raw, settings);
+    console.log(new TextDecoder().decode(raw)); // as stored, byte order mark dropped
   } else {
-    await setKey(tyrant, settings, sessionId, args.key, args.value);
-    console.log(`stored ${args.key} = ${JSON.stringify(args.value)}`);
+    await setKey(tyrant, settings, recordKey, key, text, added);
+    console.log(`stored ${key} = ${text.trim()}`);
   }
 } catch (error) {
   if (!(error instanceof Failure)) throw error;

@@ -1,28 +1,31 @@
 #!/usr/bin/env python3
-"""Read and change this application's Beaker sessions from Python 3.
+"""Read this application's Beaker session, or set one key of it, from Python 3.
 
 What a second service does to share the login with the Pylons application,
 with nothing but the standard library: read beaker.session.* from the INI
 file, check the cookie's signature, get the record ``<prefix><id>:session``
-(one JSON object) from Tokyo Tyrant and, to change one key, take the lock
-the application takes, so that neither side loses the other's change.
+(one JSON object) from Tokyo Tyrant, and set a key with one call of the
+application's lib/tcjson.lua inside Tyrant ("merge", under the record's
+lock): neither side loses the other's change, no other byte is rewritten.
 
     python3 examples/session_tool.py development.ini COOKIE get
     python3 examples/session_tool.py development.ini COOKIE set KEY JSON_VALUE
 
 COOKIE is the Cookie header ("a=1; myapp=<value>") or the cookie's value.
-Exit status: 0 done, 2 bad usage or settings, 3 cookie refused, 4 no live
-session (never saved, logged out, expired), 5 record not readable here,
-6 session busy, 7 Tokyo Tyrant unavailable -- as examples/session-tool.mjs.
+get prints the record as stored; set stores JSON_VALUE as written.
+Exit status, as examples/session-tool.mjs: 0 done, 2 bad usage or settings
+(or a value the application could not load), 3 cookie refused (forged,
+malformed, or two session cookies), 4 no live session (never saved, logged
+out, expired), 5 record not readable here, 6 Tyrant without lib/tcjson.lua
+(set only), 7 Tokyo Tyrant unavailable.
 """
-import argparse
 import configparser
 import hashlib
 import hmac
 import json
+import math
 import os
 import re
-import secrets
 import socket
 import struct
 import sys
@@ -30,7 +33,9 @@ import time
 from types import SimpleNamespace
 
 EXIT_USAGE, EXIT_COOKIE, EXIT_NO_SESSION = 2, 3, 4
-EXIT_UNREADABLE, EXIT_BUSY, EXIT_TYRANT = 5, 6, 7
+EXIT_UNREADABLE, EXIT_NO_EXTENSION, EXIT_TYRANT = 5, 6, 7
+MAX_DEPTH, MAX_VALUES = 32, 20000       # what the application loads (lib/records.py)
+NO_SESSION = 'no such session: never saved, logged out or purged'
 
 
 class Failure(Exception):
@@ -44,50 +49,50 @@ def read_settings(ini_path, section='app:main'):
                                        strict=False)        # paste allows repeated options
 
     def option(name, default=None):
-        try:
-            value = parser.get(section, 'beaker.session.' + name, fallback=default)
-        except configparser.Error as exc:                  # e.g. a stray %
-            raise Failure(EXIT_USAGE, '%s: %s' % (ini_path, str(exc).splitlines()[0]))
+        value = parser.get(section, 'beaker.session.' + name, fallback=default)
         if value is None:
             raise Failure(EXIT_USAGE, '%s sets no beaker.session.%s' % (ini_path, name))
         return value
 
     try:
-        found = parser.read(ini_path, encoding='utf-8')
-    except configparser.Error as exc:
+        if not parser.read(ini_path, encoding='utf-8') or not parser.has_section(section):
+            raise Failure(EXIT_USAGE, '%s: cannot read it, or it has no [%s]' % (ini_path, section))
+        url = option('url')
+        settings = SimpleNamespace(prefix=option('prefix', 'beaker:'), secret=option('secret'),
+                                   cookie_name=option('key', 'beaker.session.id'))
+        for name, default in [('connect_timeout', '1'), ('io_timeout', '2'), ('timeout', '0'),
+                              ('max_session_size', '1048576')]:
+            setattr(settings, name, float(option(name, default)))
+    except (configparser.Error, UnicodeError) as exc:       # e.g. a stray %
         raise Failure(EXIT_USAGE, '%s: %s' % (ini_path, str(exc).splitlines()[0]))
-    if not found or not parser.has_section(section):
-        raise Failure(EXIT_USAGE, '%s: cannot read it, or it has no [%s]' % (ini_path, section))
-    try:
-        numbers = {name: float(option(name, default)) for name, default in
-                   [('connect_timeout', '1'), ('io_timeout', '2'), ('timeout', '0'),
-                    ('max_session_size', '1048576')]}
     except ValueError:
         raise Failure(EXIT_USAGE, '%s: a beaker.session number is not a number' % ini_path)
-    url = option('url')
     if any(mark in url for mark in '|;,'):      # 'a:1|b:2;c:3': beyond this example
-        raise Failure(EXIT_USAGE, 'beaker.session.url %r names several servers; this '
+        raise Failure(EXIT_USAGE, 'beaker.session.url %s names several servers; this '
                       'example talks to one host:port' % url)
     host, _, port = url.strip().rpartition(':')
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise Failure(EXIT_USAGE, 'beaker.session.url %r is not host:port' % url)
-    return SimpleNamespace(host=host.strip('[]'), port=int(port),   # [::1]:1978
-                           prefix=option('prefix', 'beaker:'),
-                           cookie_name=option('key', 'beaker.session.id'),
-                           secret=option('secret'), **numbers)
+        raise Failure(EXIT_USAGE, 'beaker.session.url %s is not host:port' % url)
+    settings.host, settings.port = host.strip('[]'), int(port)     # [::1]:1978
+    settings.max_session_size = int(settings.max_session_size)
+    return settings
 
 
 def session_id_from(cookie, settings):
     """The session id inside Beaker's signed cookie: 40 hex digits of
     HMAC-SHA1(secret, id), then the id (32 hex digits), maybe in quotes.
     Only the holder of the secret can make a pair that matches."""
-    value = cookie.strip()
+    value, name = cookie.strip(), settings.cookie_name
     if '=' in value:                                    # a whole Cookie header
-        value = re.sub(r'(?i)^cookie:', '', value)
-        pairs = [part.strip().partition('=') for part in value.split(';')]
-        found = [val for name, _, val in pairs if name == settings.cookie_name]
+        pairs = [part.partition('=') for part in re.sub(r'(?i)^cookie:', '', value).split(';')]
+        found = [val for key, _, val in pairs if key.strip() == name]
         if not found:
-            raise Failure(EXIT_COOKIE, 'the Cookie header has no %r cookie' % settings.cookie_name)
+            raise Failure(EXIT_COOKIE, 'the Cookie header has no %s cookie' % name)
+        # Beaker uses the last of several, another program may use the first:
+        # each would act on a different session, both validly signed.
+        if len(found) > 1:
+            raise Failure(EXIT_COOKIE, 'the Cookie header has %d %s cookies and Beaker uses '
+                          'the last one: send one only' % (len(found), name))
         value = found[0]
     value = value.strip().strip('"')
     if not re.fullmatch('[0-9a-f]{72}', value):
@@ -104,17 +109,51 @@ def session_id_from(cookie, settings):
     return session_id
 
 
+def parse(data, depth, status, what, hint=''):
+    """(value, values it counts) of UTF-8 JSON `data` at level `depth` (the
+    record's is 1), or Failure(status, "<what> <why>") if the application
+    would not load it: NaN, Infinity, more than MAX_VALUES values, and
+    what count() refuses."""
+    def refuse(reason):
+        raise Failure(status, '%s %s' % (what, reason))
+
+    def number(text):                               # as large as 1e999: inf, as in a double
+        double = float(text)
+        return int(text) if text.lstrip('-').isdigit() and not math.isinf(double) else double
+    try:
+        value = json.loads(data.decode('utf-8-sig'), parse_int=number, parse_float=number,
+                           parse_constant=lambda name: refuse('is not JSON' + hint))
+    except RecursionError:
+        refuse('is nested deeper than %d levels' % MAX_DEPTH)
+    except ValueError:                              # bad UTF-8 too
+        refuse('is not JSON' + hint)
+    values = count(value, depth, refuse)
+    if values > MAX_VALUES:
+        refuse('holds more than %d values' % MAX_VALUES)
+    return value, values
+
+
+def count(value, depth, refuse):
+    """The values in `value` as the application counts them (an empty array
+    or object twice); refuse(why) for a number beyond a double's range, or
+    arrays and objects nested deeper than MAX_DEPTH."""
+    if isinstance(value, float) and math.isinf(value):
+        refuse('holds a number too large for a double')
+    if not isinstance(value, (dict, list)):
+        return 1
+    if depth > MAX_DEPTH:
+        refuse('is nested deeper than %d levels' % MAX_DEPTH)
+    children = value.values() if isinstance(value, dict) else value
+    return 1 + (sum(count(child, depth + 1, refuse) for child in children) or 1)
+
+
 # Tokyo Tyrant's binary protocol.  A request: the magic byte 0xC8, a command
-# byte, the big-endian 32-bit length of each field, then the fields.  Every
-# answer starts with a status byte, 0 for success; get's goes on with the
-# value's length and the value.  Requests sent together ("pipelined") are
-# answered in order, all in one round trip.
-GET, PUT, PUTKEEP, OUT = 0x30, 0x10, 0x11, 0x20
-
-
-def request(command, *fields):
-    return struct.pack('>BB%dI' % len(fields), 0xC8, command,
-                       *map(len, fields)) + b''.join(fields)
+# byte, big-endian 32-bit numbers (the fields' lengths; ext's options too),
+# then the fields.
+# Answers used here: the status byte 0, a 32-bit length and a value; or the
+# single byte 1 (no such record, or a failed call).
+GET, EXT = 0x30, 0x68
+RECORD_LOCK = 1        # ext option: run the Lua function alone for its key
 
 
 class Tyrant:
@@ -135,148 +174,118 @@ class Tyrant:
     def unavailable(self, reason):
         return Failure(EXIT_TYRANT, 'Tokyo Tyrant at %s is unavailable (%s)' % (self.where, reason))
 
-    def pipeline(self, *requests):
-        """Send (command, field...) requests at once; return their answers
-        in order: get's value (None: no such record), else True for success."""
-        self.io(self.sock.sendall, b''.join(request(*fields) for fields in requests))
-        return [self.value() if fields[0] == GET else self.ok() for fields in requests]
+    def get(self, key):
+        """The record's bytes, or None if there is none."""
+        return self.ask(struct.pack('>BBI', 0xC8, GET, len(key)) + key)
 
-    def ok(self):
-        return self.read(1) == b'\0'
+    def ext(self, function, key, value, options):
+        """Call a Lua function of ttserver -ext: its answer, or None if it failed."""
+        return self.ask(struct.pack('>BBIIII', 0xC8, EXT, len(function), options, len(key),
+                                    len(value)) + function + key + value)
 
-    def value(self):
-        return self.read(struct.unpack('>I', self.read(4))[0]) if self.ok() else None
-
-    def read(self, size):
-        data = self.io(self.answers.read, size)
-        if len(data) < size:
-            raise self.unavailable('the server closed the connection')
-        return data
-
-    def io(self, call, *args):
+    def ask(self, request):
         try:
-            return call(*args)
+            self.sock.sendall(request)
+            if self.read(1) != b'\0':
+                return None
+            return self.read(struct.unpack('>I', self.read(4))[0])
         except socket.timeout:
             raise self.unavailable('no answer within io_timeout=%gs' % self.io_timeout)
         except OSError as exc:
             raise self.unavailable('connection lost: %s' % exc)
 
+    def read(self, size):
+        data = self.answers.read(size)
+        if len(data) < size:
+            raise self.unavailable('the server closed the connection')
+        return data
+
 
 def live_record(raw, settings):
-    """The session as a dict, or Failure if it is gone, expired or opaque."""
+    """(the session as a dict, its values counted), or Failure if it is
+    gone, expired, or a record the application would not load either."""
     if raw is None:
-        raise Failure(EXIT_NO_SESSION, 'no such session: never saved, logged out or purged')
-    try:
-        record = json.loads(raw.decode('utf-8'))
-    except ValueError:
-        record = None
+        raise Failure(EXIT_NO_SESSION, NO_SESSION)
+    if len(raw) > settings.max_session_size:
+        raise Failure(EXIT_UNREADABLE, 'the session record is over beaker.session.max_session_size')
+    record, values = parse(raw, 1, EXIT_UNREADABLE, 'the session record')
     if not isinstance(record, dict):
         raise Failure(EXIT_UNREADABLE, 'the session record is not a JSON object')
+    for name in ('_accessed_time', '_creation_time', '_expires'):
+        stamp = record.get(name, 0)
+        if type(stamp) not in (int, float) or not 0 <= stamp < 1e11:
+            raise Failure(EXIT_UNREADABLE, 'the session record has a %s that is not a Unix '
+                          'time' % name)
     if record.get('tcjson') == 'beaker-opaque':
         raise Failure(EXIT_UNREADABLE, 'the session is encrypted by Beaker '
                       '(beaker.session.encrypt_key): only the Pylons application can read it')
     # Tyrant deletes nothing by itself: an expired record stays until the
     # purge runs.  Beaker would ignore it and start a new session.
     now = time.time()
-    expires, accessed = (record.get(name) for name in ('_expires', '_accessed_time'))
-    if isinstance(expires, (int, float)) and now > expires:
+    if now > record.get('_expires', now):
         raise Failure(EXIT_NO_SESSION, 'the session has expired (_expires has passed)')
-    if settings.timeout and isinstance(accessed, (int, float)) and \
-            now - accessed > settings.timeout:
+    if settings.timeout and now - record.get('_accessed_time', now) > settings.timeout:
         raise Failure(EXIT_NO_SESSION, 'the session has expired (idle over beaker.session.timeout)')
-    return record
+    return record, values
 
 
-def lock_and_read(tyrant, lock_key, record_key, lifetime):
-    """Take the session's lock, the record the Pylons application creates
-    before it writes: putkeep fails while it exists.  Returns (the record
-    as it is now, the time.monotonic() at which the lock lapses)."""
-    owner = '%s/%d/%s' % (socket.gethostname(), os.getpid(), secrets.token_hex(6))
-    deadline, pause = time.monotonic() + lifetime, 0.002
-    while True:
-        taken_at = time.monotonic()
-        lock = {'tcjson': 'lock', 'owner': owner, '_expires': time.time() + lifetime}
-        taken, record = tyrant.pipeline((PUTKEEP, lock_key, json.dumps(lock).encode()),
-                                        (GET, record_key))
-        if taken:
-            return record, taken_at + lifetime
-        held, = tyrant.pipeline((GET, lock_key))
-        try:
-            alive = json.loads(held)['_expires'] >= time.time()
-        except (ValueError, KeyError, TypeError):
-            alive = False                         # junk (or gone): nobody's lock
-        if held is not None and not alive:        # its holder died: take it over
-            tyrant.pipeline((OUT, lock_key))
-            continue
-        if time.monotonic() + pause > deadline:
-            raise Failure(EXIT_BUSY, 'the session is busy: its lock stayed taken for '
-                          'io_timeout=%gs; try again' % lifetime)
-        if held is not None:                      # else it was released meanwhile
-            time.sleep(pause)
-            pause = min(pause * 2, 0.1)
-
-
-def set_key(tyrant, settings, session_id, key, value):
-    """Change one key of the session, leaving every other key as it is."""
-    record_key = ('%s%s:session' % (settings.prefix, session_id)).encode()
-    lock_key = ('%slock:%s:session' % (settings.prefix, session_id)).encode()
-    raw, lapses_at = lock_and_read(tyrant, lock_key, record_key, settings.io_timeout)
+def set_key(tyrant, settings, record_key, key, text, added):
+    """Set one key of the session to the JSON `text`, as written."""
+    # Is lib/tcjson.lua there, in the version this program speaks?
+    probe = tyrant.ext(b'probe', b'', b'', 0)       # {"tcjson":1,...}; None: no script
     try:
-        record = live_record(raw, settings)              # as read under the lock
-        record[key] = value
-        data = json.dumps(record, ensure_ascii=False, separators=(',', ':'), allow_nan=False)
-        data = data.encode('utf-8')
-        if len(data) > settings.max_session_size:    # the application could not load it
-            raise Failure(EXIT_USAGE, 'the session would be %d bytes, over beaker.session.'
-                          'max_session_size; nothing was written' % len(data))
-        if time.monotonic() >= lapses_at:      # another program may hold it by now
-            raise Failure(EXIT_BUSY, 'the lock lapsed before the write; nothing was written')
-        lapses_at = 0                          # put and unlock in one round trip
-        stored, _ = tyrant.pipeline((PUT, record_key, data), (OUT, lock_key))
-        if not stored:
-            raise Failure(EXIT_TYRANT, 'Tokyo Tyrant refused to store the session')
-    finally:
-        if time.monotonic() < lapses_at:       # failed before the write: unlock
-            tyrant.pipeline((OUT, lock_key))
+        version = json.loads(probe)['tcjson']
+    except (TypeError, ValueError, KeyError):       # no answer, or not that JSON
+        version = None
+    if version != 1:
+        raise Failure(EXIT_NO_EXTENSION, 'Tokyo Tyrant at %s runs without the application\'s '
+                      'lib/tcjson.lua (ttserver -ext); nothing was written' % tyrant.where)
+    # The session as it is now: alive, readable, and with room for the value
+    # (which replaces the key's old value, if any: already checked).
+    record, values = live_record(tyrant.get(record_key), settings)
+    if values + added - (count(record[key], 2, None) if key in record else 0) > MAX_VALUES:
+        raise Failure(EXIT_USAGE, 'the session would hold more than %d values; nothing was '
+                      'written' % MAX_VALUES)
+    # One merge under the record's lock: {"set": {name: value}, "limit": bytes}
+    # changes that member of the record as it is then, keeping every other byte.
+    request = '{"set":{%s:%s},"limit":%d}' % (json.dumps(key, ensure_ascii=False), text.strip(),
+                                              settings.max_session_size)
+    answer = tyrant.ext(b'merge', record_key, request.encode('utf-8'), RECORD_LOCK)
+    if answer == b'missing':                        # logged out since the get
+        raise Failure(EXIT_NO_SESSION, NO_SESSION)
+    if answer == b'too large':
+        raise Failure(EXIT_USAGE, 'the session would be over beaker.session.max_session_size '
+                      '(%d bytes); nothing was written' % settings.max_session_size)
+    if answer != b'ok':
+        raise Failure(EXIT_UNREADABLE, 'lib/tcjson.lua refused the change: the stored record '
+                      'is unreadable (the server log says why); nothing was written')
 
 
-def parse_arguments(argv):
-    parser = argparse.ArgumentParser(
-        description="Read or change this application's Beaker session in Tokyo Tyrant.")
-    parser.add_argument('ini', help="the application's INI file (development.ini)")
-    parser.add_argument('cookie', help='the Cookie header, or the session cookie value')
-    commands = parser.add_subparsers(dest='command', required=True)
-    commands.add_parser('get', help='print the session as JSON')
-    setter = commands.add_parser('set', help='set one key of the session')
-    setter.add_argument('key')
-    setter.add_argument('value', help="a JSON value: 42, true, '\"text\"', '[1, 2]'")
-    args = parser.parse_args(argv)
-    if args.command == 'set':
-        try:
-            args.value = json.loads(args.value)
-        except ValueError:
-            parser.error('%r is not JSON; quote a string: \'"%s"\'' % (args.value, args.value))
-        if args.key.startswith('_') or args.key == 'tcjson':
-            parser.error('%r is reserved: Beaker and the backend keep their own data in '
-                         '"tcjson" and in keys that start with _' % args.key)
-    return args
-
-
-def main(argv=None):
-    args = parse_arguments(argv)
+def main(ini=None, cookie=None, command=None, key=None, text=None, *extra):
     try:
-        settings = read_settings(args.ini)
-        session_id = session_id_from(args.cookie, settings)
+        if extra or not (command == 'get' and key is None or command == 'set' and text is not None):
+            raise Failure(EXIT_USAGE, 'usage: INI COOKIE get | INI COOKIE set KEY JSON_VALUE')
+        # Bytes that are not UTF-8 become U+FFFD, as Node.js reads its arguments.
+        key, text = (arg and os.fsencode(arg).decode('utf-8', 'replace') for arg in (key, text))
+        if command == 'set' and (key.startswith('_') or key == 'tcjson'):
+            raise Failure(EXIT_USAGE, '%s is reserved: Beaker and the backend keep their own '
+                          'data in "tcjson" and in keys that start with _' % key)
+        added = 0
+        if command == 'set':                              # the value: level 2 of the record
+            hint = ' (a string needs quotes: \'"%s"\')' % text
+            added = parse(text.encode('utf-8'), 2, EXIT_USAGE, 'the value', hint)[1]
+        settings = read_settings(ini)
+        session_id = session_id_from(cookie, settings)
+        record_key = ('%s%s:session' % (settings.prefix, session_id)).encode('utf-8')
         tyrant = Tyrant(settings)
         with tyrant.sock:
-            if args.command == 'get':
-                record_key = '%s%s:session' % (settings.prefix, session_id)
-                raw, = tyrant.pipeline((GET, record_key.encode()))
-                record = live_record(raw, settings)
-                print(json.dumps(record, indent=2, sort_keys=True, ensure_ascii=False))
+            if command == 'get':
+                raw = tyrant.get(record_key)
+                live_record(raw, settings)
+                print(raw.decode('utf-8-sig'))            # as stored, byte order mark dropped
             else:
-                set_key(tyrant, settings, session_id, args.key, args.value)
-                print('stored %s = %s' % (args.key, json.dumps(args.value, ensure_ascii=False)))
+                set_key(tyrant, settings, record_key, key, text, added)
+                print('stored %s = %s' % (key, text.strip()))
     except Failure as failure:
         status, message = failure.args
         sys.stderr.write('%s: %s\n' % (os.path.basename(sys.argv[0]), message))
@@ -285,4 +294,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(main(*sys.argv[1:]))
