@@ -38,7 +38,7 @@ EXAMPLES = {
 }
 # The exit statuses both examples document.
 EXIT_USAGE, EXIT_COOKIE, EXIT_NO_SESSION, EXIT_UNREADABLE, EXIT_NO_EXTENSION, EXIT_TYRANT = \
-    2, 3, 4, 5, 6, 7
+    2, 3, 4, 5, 8, 7
 
 each_example = pytest.mark.parametrize('example', [
     pytest.param(name, marks=pytest.mark.skipif(found is None, reason=reason))

@@ -16,15 +16,16 @@
 // Exit status, as examples/session_tool.py: 0 done, 2 bad usage or settings
 // (or a value the application could not load), 3 cookie refused (forged,
 // malformed, or two session cookies), 4 no live session (never saved, logged
-// out, expired), 5 record not readable here, 6 Tyrant without lib/tcjson.lua
-// (set only), 7 Tokyo Tyrant unavailable.
+// out, expired), 5 record not readable here, 7 Tokyo Tyrant unavailable,
+// 8 Tyrant without lib/tcjson.lua (set only).  6 is no longer used (it meant
+// a session held by a lock record).
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 
-const EXIT = { usage: 2, cookie: 3, noSession: 4, unreadable: 5, noExtension: 6, tyrant: 7 };
+const EXIT = { usage: 2, cookie: 3, noSession: 4, unreadable: 5, tyrant: 7, noExtension: 8 };
 const MAX_DEPTH = 32, MAX_VALUES = 20000; // what the application loads (lib/records.py)
 const NO_SESSION = 'no such session: never saved, logged out or purged';
 

@@ -16,8 +16,9 @@ get prints the record as stored; set stores JSON_VALUE as written.
 Exit status, as examples/session-tool.mjs: 0 done, 2 bad usage or settings
 (or a value the application could not load), 3 cookie refused (forged,
 malformed, or two session cookies), 4 no live session (never saved, logged
-out, expired), 5 record not readable here, 6 Tyrant without lib/tcjson.lua
-(set only), 7 Tokyo Tyrant unavailable.
+out, expired), 5 record not readable here, 7 Tokyo Tyrant unavailable,
+8 Tyrant without lib/tcjson.lua (set only).  6 is no longer used (it meant
+a session held by a lock record).
 """
 import configparser
 import hashlib
@@ -33,7 +34,7 @@ import time
 from types import SimpleNamespace
 
 EXIT_USAGE, EXIT_COOKIE, EXIT_NO_SESSION = 2, 3, 4
-EXIT_UNREADABLE, EXIT_NO_EXTENSION, EXIT_TYRANT = 5, 6, 7
+EXIT_UNREADABLE, EXIT_TYRANT, EXIT_NO_EXTENSION = 5, 7, 8
 MAX_DEPTH, MAX_VALUES = 32, 20000       # what the application loads (lib/records.py)
 NO_SESSION = 'no such session: never saved, logged out or purged'
 
