@@ -117,12 +117,13 @@ class TyrantProcess(object):
 
     def __init__(self, dbpath='*', host='127.0.0.1', port=None, ttserver=None,
                  log=None, ulog=None, ulim=None, sid=None, mhost=None, mport=None,
-                 rts=None, rcc=False):
+                 rts=None, rcc=False, mask=None, unmask=None):
         """`ulog` (update log directory, created if missing), `ulim` (its
         file size limit, a number or ttserver's "64m" form), `sid` (server
         id 1..65535), `mhost`/`mport` (the master to replicate from), `rts`
-        (the slave's timestamp file) and `rcc` (stop on an inconsistency)
-        are passed as ttserver's flags; None leaves a flag out."""
+        (the slave's timestamp file), `rcc` (stop on an inconsistency) and
+        `mask`/`unmask` (commands to refuse, and to allow again) are passed
+        as ttserver's flags; None leaves a flag out."""
         self.dbpath = dbpath
         self.host = host
         self.port = port or free_port(host)
@@ -135,6 +136,7 @@ class TyrantProcess(object):
         self.log = log
         self.ulog, self.ulim, self.sid = ulog, ulim, sid
         self.mhost, self.mport, self.rts, self.rcc = mhost, mport, rts, rcc
+        self.mask, self.unmask = mask, unmask
         self.process = None
 
     @property
@@ -162,8 +164,12 @@ class TyrantProcess(object):
             program = [self.ttserver]
         else:
             program = [sys.executable, '-m', _SERVER_MODULE]
+        masks = [(flag, value) for flag, value in (('-mask', self.mask),
+                                                   ('-unmask', self.unmask))
+                 if value is not None]
         return (program + ['-host', self.host, '-port', str(self.port)]
-                + self.replication_flags() + [self.dbpath])
+                + self.replication_flags() + [part for pair in masks for part in pair]
+                + [self.dbpath])
 
     def start(self, timeout=15.0):
         """Start the server (again, after stop or kill: same port, same
