@@ -31,7 +31,7 @@ import struct
 
 import pytest
 
-from pylons_tcjson_template.devtyrant.launcher import TyrantProcess, find_ttserver
+from pylons_tcjson_template.devtyrant.launcher import TyrantProcess, find_ttserver, free_port
 from pylons_tcjson_template.devtyrant.mask import CommandMask, parse
 from test_devtyrant_replication_support import (
     FakeMaster, get, put, setmst, stat, ulog_records, wait_until)
@@ -306,3 +306,80 @@ def test_a_masked_setmst_cannot_point_the_server_at_another_master(tmpdir, peers
         assert 'do_setmst: forbidden' in tmpdir.join('s.log').read()
     finally:
         fake.close()
+
+
+# ------------------------------------------------------------ README's production lines
+
+README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'README.txt')
+SOURCES = os.path.join(os.path.dirname(README), 'pylons_tcjson_template')
+# Sent by the application besides its request('...') calls: iternext (as
+# next_keys, pipelined), putcat (pipelined), ext (its Lua functions) and
+# stat (tcrmgr inform, the README's cron line).
+SENT_OTHERWISE = set(['iternext', 'putcat', 'ext', 'stat'])
+REFUSED = ['setmst', 'vanish', 'restore', 'copy', 'optimize']
+
+
+def readme_ttserver_lines():
+    """Every ttserver command line README.txt prints, continuations joined."""
+    with open(README) as readme:
+        text = readme.read().replace('\\\n', ' ')
+    return [line for line in text.splitlines() if re.match(r'^\s+\w+\$ ttserver ', line)]
+
+
+def application_commands():
+    names = set(SENT_OTHERWISE)
+    for name in os.listdir(SOURCES):
+        if name.endswith('.py'):
+            with open(os.path.join(SOURCES, name)) as source:
+                names.update(re.findall(r"request\('(\w+)'", source.read()))
+    names.discard('next_keys')
+    return names
+
+
+def test_readme_production_lines_refuse_what_no_client_should_send():
+    lines = readme_ttserver_lines()
+    assert len(lines) == 4
+    masks = [re.findall(r' -mask (\S+) ', line) for line in lines]
+    assert all(len(found) == 1 for found in masks) and '-unmask' not in ''.join(lines)
+    mask = CommandMask(parse(masks[0][0]))
+    assert set(found[0] for found in masks) == set([masks[0][0]])
+    assert [name for name in REFUSED if mask.forbids(name)] == REFUSED
+    assert [name for name in sorted(application_commands()) if mask.forbids(name)] == []
+    assert not mask.forbids('repl') and mask.replicates_from_master
+    assert {'get', 'put', 'putkeep', 'out', 'fwmkeys', 'misc'} <= application_commands()
+
+
+def test_a_pair_with_the_readme_mask_replicates_and_refuses(tmpdir):
+    # The real ttserver where there is one, tcjson-tyrant otherwise.
+    mask = re.findall(r' -mask (\S+) ', readme_ttserver_lines()[0])[0]
+    ports = [free_port(), free_port()]
+    members = [TyrantProcess(str(tmpdir.join('m%d.tch' % n)), port=ports[n],
+                             log=open(str(tmpdir.join('m%d.log' % n)), 'wb'),
+                             ulog=str(tmpdir.join('ulog%d' % n)), sid=n + 1,
+                             mhost='127.0.0.1', mport=ports[1 - n],
+                             rts=str(tmpdir.join('m%d.rts' % n)), mask=mask)
+               for n in (0, 1)]
+    try:
+        for member in members:
+            member.start()
+        put(members[0], b'a', b'1')
+        put(members[1], b'b', b'2')
+        assert wait_until(lambda: get(members[1], b'a') == b'1', 6.0)
+        assert wait_until(lambda: get(members[0], b'b') == b'2', 6.0)
+        path = str(tmpdir).encode('utf-8')
+        # copy "@/bin/true" would run /bin/true on ttserver's host (00).
+        refused = [setmst(members[0], '127.0.0.1', free_port()),
+                   exchange(members[0], b'\xc8\x72'),
+                   exchange(members[0], b'\xc8\x74' + struct.pack('>IQI', len(path), 1, 0) + path),
+                   exchange(members[0], b'\xc8\x73' + struct.pack('>I', 10) + b'@/bin/true'),
+                   exchange(members[0], b'\xc8\x71' + struct.pack('>I', 0))]
+        assert refused == [b'\x01'] * 5
+        ext = exchange(members[0], b'\xc8\x68' + struct.pack('>IIII', 1, 0, 1, 1) + b'fkv')
+        assert ext == b'\x01'                     # no Lua here, but not refused:
+        assert (get(members[0], b'a'), get(members[0], b'b')) == (b'1', b'2')
+    finally:
+        for member in members:
+            member.stop()
+    log = tmpdir.join('m0.log').read()
+    assert _FORBIDDEN.findall(log) == ['do_%s: forbidden' % name for name in (
+        'setmst', 'vanish', 'restore', 'copy', 'optimize')]     # ext absent

@@ -109,6 +109,7 @@ class UpdateLog(object):
         self.listeners = []
         self.failure = None
         self._cut_torn_tail()
+        self._torn = False                  # a failed write may have left part of a record
 
     def write(self, sid, mid, body):
         """Append one record stamped now; returns its timestamp.  Raises
@@ -126,19 +127,26 @@ class UpdateLog(object):
             written = 0
             while written < len(record):    # os.write may stop short (a signal, a full disk)
                 written += os.write(self.fd, record[written:])
-        except (IOError, OSError) as exc:
+        except (IOError, OSError, UpdateLogError) as exc:
             return self._failed(exc)
         self.failure = None
         self.size += len(record)
         if self.size >= self.limit:
-            os.close(self.fd)               # the next write opens the next number
+            os.close(self.fd)
             self.fd = None
             self.number += 1
+            try:
+                self._open()                # created now, as ttserver does
+            except (IOError, OSError):
+                pass                        # the next write tries again, and says why
         for listener in self.listeners:
             listener()
         return ts
 
     def _open(self):
+        if self._torn:
+            self._cut_torn_tail()
+            self._torn = False
         self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         self.size = os.fstat(self.fd).st_size
 
@@ -158,6 +166,7 @@ class UpdateLog(object):
                 # its torn tail then.
                 os.close(self.fd)
                 self.fd = None
+                self._torn = True
         raise UpdateLogError(message)
 
     def _cut_torn_tail(self):
@@ -168,9 +177,14 @@ class UpdateLog(object):
         path = self.path
         if not os.path.isfile(path):
             return
-        cursor = Cursor(path)
+        said = []
+        cursor = Cursor(path, report=said.append)
         while not cursor.at_end:
             cursor.read(_SCAN_CHUNK, collect=False)
+        if cursor.damage is not None:
+            said.pop()                      # "skipping": it is cut off instead
+        for message in said:
+            log(message)
         if cursor.damage is None:
             return
         start, reason = cursor.damage

@@ -39,7 +39,9 @@ LOGGED_CODES = frozenset(protocol.CODES[name] for name in (
 OK, MORE, BAD = 'ok', 'more', 'bad'
 _HEADER = DISK_HEADER.size
 _MAGIC_BYTE = bytes(bytearray([RECORD_MAGIC]))
-_RESULTS = (0, 1)
+_COMMAND_BYTE = bytes(bytearray([protocol.MAGIC]))
+_LOGGED_HEADS = frozenset(bytes(bytearray([protocol.MAGIC, code])) for code in LOGGED_CODES)
+_RESULT_BYTES = (b'\x00', b'\x01')
 
 
 def pack_record(ts, sid, mid, body):
@@ -70,22 +72,24 @@ def check_record(data, pos, limit):
     end = pos + _HEADER + size
     if end > limit:
         return BAD, 'a record of %d bytes runs past the end of the file' % size
-    body = pos + _HEADER
-    if bytearray(data[body:body + 2]) and not _command_head(data, body):
+    if not _may_be_logged(data[pos + _HEADER:pos + _HEADER + 2]):
         return BAD, 'a record that holds no logged command'
     wanted = end + 1 if end < limit else end
     if wanted > have:
         return MORE, wanted - pos
-    if bytearray(data[end - 1:end])[0] not in _RESULTS:
+    if data[end - 1:end] not in _RESULT_BYTES:
         return BAD, 'a record without its result byte'
     if end < limit and data[end:end + 1] != _MAGIC_BYTE:
         return BAD, 'a record whose size does not lead to the next one'
     return OK, end
 
 
-def _command_head(data, body):
-    head = bytearray(data[body:body + 2])
-    return head[0] == protocol.MAGIC and (len(head) < 2 or head[1] in LOGGED_CODES)
+def _may_be_logged(head):
+    """Whether a body's first bytes (as many as were read, up to two)
+    can start a logged command."""
+    if len(head) == 2:
+        return head in _LOGGED_HEADS
+    return head in (b'', _COMMAND_BYTE)
 
 
 class Cursor(object):
