@@ -421,7 +421,10 @@ class MasterLink(object):
     def stat_pairs(self, now):
         """ttserver's four lines while a master is configured, then (not in
         ttserver) `repl_stalled` while replication cannot go on: when it
-        started and why."""
+        started and why.  A line that comes and goes breaks no client:
+        ttserver's stat has such lines already (these four, ``fatal``), and
+        clients read it as name/value pairs (PyTyrant's get_stats) or print
+        it (tcrmgr inform -st)."""
         if not self.host:
             return []
         delay = now - self.rts / 1000000.0

@@ -125,8 +125,10 @@ class Cursor(object):
             used, need = self._walk(data, limit, records if collect else None)
             self.offset += used
             budget -= used
-            self.at_end = used == limit
-            if self.at_end or (used and budget <= 0) or not (used or need):
+            # Nothing used and nothing needed: the file shrank under us;
+            # count that as its end rather than read it again at once.
+            self.at_end = used == limit or not (used or need)
+            if self.at_end or (used and budget <= 0):
                 return records
 
     def _piece(self, size):
