@@ -164,12 +164,12 @@ class TyrantProcess(object):
             program = [self.ttserver]
         else:
             program = [sys.executable, '-m', _SERVER_MODULE]
-        masks = [(flag, value) for flag, value in (('-mask', self.mask),
-                                                   ('-unmask', self.unmask))
-                 if value is not None]
+        masks = []
+        for flag, value in (('-mask', self.mask), ('-unmask', self.unmask)):
+            if value is not None:
+                masks += [flag, value]
         return (program + ['-host', self.host, '-port', str(self.port)]
-                + self.replication_flags() + [part for pair in masks for part in pair]
-                + [self.dbpath])
+                + self.replication_flags() + masks + [self.dbpath])
 
     def start(self, timeout=15.0):
         """Start the server (again, after stop or kill: same port, same
