@@ -265,12 +265,15 @@ def test_consistency_check(tmpdir, peers, rcc):
         assert wait_until(lambda: 'ERROR do_slave: detected inconsistency'
                           in server_log(tmpdir, 's'), CATCH_UP)
         assert get(slave, b'y') is None
+        assert stat(slave)['repl_stalled'].endswith(               # not in ttserver's stat
+            ' detected inconsistency at ts 10; stopped until setmst (-rcc)')
         sock.settimeout(5)
         assert sock.recv(1) == b''                                # it hung up
         fake.listener.settimeout(2.5)
         with pytest.raises(Exception):                            # and stays away
             fake.accept()
         assert setmst(slave, '127.0.0.1', fake.port) == b'\x00'   # until setmst
+        assert 'repl_stalled' not in stat(slave)
         fake.listener.settimeout(5)
         again, request = fake.accept()
         assert request == unhex('c8a0 000000000000000b 00000002')   # rts 10 -> 11 and on

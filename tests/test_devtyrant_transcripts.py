@@ -320,12 +320,18 @@ def test_every_line_of_the_transcript_is_understood():
     assert stat.extra['version'] == '1.1.41' and stat.extra['rnum'] == '4'
 
 
-def test_parser_rejects_lines_it_does_not_know(tmpdir):
+def parse_error(parse, tmpdir, text):
+    """What `parse` raises for a file holding `text` (a ValueError's text)."""
     bogus = tmpdir.join('bogus.txt')
-    bogus.write('# note\nput k1=v1   REQ c810\n   RSP 00\nsomething new   RSP 00\n')
+    bogus.write(text)
     with pytest.raises(ValueError) as info:
-        parse_transcript(str(bogus))
-    assert 'line 4' in str(info.value)
+        parse(str(bogus))
+    return str(info.value)
+
+
+def test_parser_rejects_lines_it_does_not_know(tmpdir):
+    text = '# note\nput k1=v1   REQ c810\n   RSP 00\nsomething new   RSP 00\n'
+    assert 'line 4' in parse_error(parse_transcript, tmpdir, text)
 
 
 def test_replay_in_memory(devtyrant_factory):

@@ -2,9 +2,12 @@
 
 Modules: `protocol` (request framing, response bytes), `storage` (in-memory
 and Tokyo Cabinet .tch stores), `commands` (what each command does),
-`ulog` (the update log), `replication` (master feeds and the slave's link,
-as ttserver 1.1.41 replicates), `server` (the event loop and the command
-line), `launcher` (start ttserver or this server as a child process).
+`mask` (-mask/-unmask: the commands refused), `ulog` (the update log),
+`ulogfile` (one update log file, damage told apart from records),
+`replication` (master feeds and the slave's link, as ttserver 1.1.41
+replicates), `events` (the log on stderr), `server` (the event loop and
+the command line), `launcher` (start ttserver or this server as a child
+process).
 Generated projects carry a copy as ``<package>/lib/devtyrant`` so they
 need nothing from this template package.
 """

@@ -13,6 +13,8 @@ import struct
 import time
 
 from . import protocol, ulog
+from .events import log
+from .mask import CommandMask, refusal
 from .protocol import FAILURE, SUCCESS
 
 VERSION = '1.1.41'
@@ -29,6 +31,13 @@ _MISS_KIND = {'put': 'put', 'putkeep': 'put', 'putcat': 'put', 'putshl': 'put',
 
 def _status(ok):
     return SUCCESS if ok else FAILURE
+
+
+def _failed(command):
+    """A logged command's answer when it failed (misc: an empty list)."""
+    if command == 'misc':
+        return protocol.list_response([], status=FAILURE)
+    return FAILURE
 
 
 def _c_int64(value):
@@ -49,12 +58,15 @@ def _split_double(value):
 
 class Dispatcher(object):
     """Runs requests against one store, counts them for ``stat`` and writes
-    what they change to the update log (`journal`, when there is one)."""
+    what they change to the update log (`journal`, when there is one).
+    Commands the server's -mask forbids (`mask`, a mask.CommandMask) are
+    counted and refused as ttserver refuses them."""
 
-    def __init__(self, store, sid=0, journal=None):
+    def __init__(self, store, sid=0, journal=None, mask=None):
         self.store = store
         self.sid = sid
         self.journal = journal
+        self.mask = mask or CommandMask()
         # Set by the server: answers setmst and adds the master's lines to
         # stat (replication.Replication).
         self.replication = None
@@ -66,10 +78,22 @@ class Dispatcher(object):
         """The response bytes for a client's request (None for putnr)."""
         name = request.command
         self.counts[name] += 1
+        if self.mask.forbids(name):
+            return self._refuse(name)
         response = self._run(request, self.sid, 0)
         if response[:1] == FAILURE and name in _MISS_KIND:
             self.misses[_MISS_KIND[name]] += 1
         return None if name == 'putnr' else response
+
+    def _refuse(self, name):
+        """A command -mask forbids: ttserver's answer for it, its log line,
+        and a get miss for get (ttserver counts one; no other miss)."""
+        log('do_%s: forbidden' % name)
+        if name == 'get':
+            self.misses['get'] += 1
+        if name == 'stat':
+            return self._stat_response(self.counter_pairs())
+        return refusal(name)
 
     def redo(self, body, origin_sid, master_sid):
         """Apply a record received from a master: run it without counting
@@ -89,7 +113,13 @@ class Dispatcher(object):
             body = ulog.command_body(request)
             if body is not None:
                 result = FAILURE if response[:1] == FAILURE else SUCCESS
-                self.journal.write(sid, mid, body + result)
+                try:
+                    self.journal.write(sid, mid, body + result)
+                except ulog.UpdateLogError as exc:
+                    # As ttserver: the change stays in the database, the
+                    # client is told the command failed.
+                    log('ERROR do_%s: operation failed: %s' % (request.command, exc))
+                    response = _failed(request.command)
         return response
 
     # ---- writes
@@ -214,13 +244,18 @@ class Dispatcher(object):
         return SUCCESS + protocol.pack_u64(self.store.size())
 
     def do_stat(self):
-        text = ''.join('%s\t%s\n' % pair for pair in self.stat_pairs())
+        return self._stat_response(self.stat_pairs())
+
+    @staticmethod
+    def _stat_response(pairs):
+        text = ''.join('%s\t%s\n' % pair for pair in pairs)
         return SUCCESS + protocol.sized(text.encode('utf-8'))
 
     def stat_pairs(self):
         """stat's lines in ttserver 1.1.41's order (libver aside, which
-        names this server): the master's lines after bigend while one is
-        configured, every command's count, then the three miss counts."""
+        names this server): the replication lines after bigend (see
+        replication.Replication.stat_pairs), every command's count, then
+        the three miss counts."""
         usage = resource.getrusage(resource.RUSAGE_SELF)
         now = time.time()
         pairs = [
@@ -239,9 +274,12 @@ class Dispatcher(object):
             ('ru_user', '%.6f' % usage.ru_utime), ('ru_sys', '%.6f' % usage.ru_stime),
             ('ru_real', '%.6f' % (now - self.started)),
         ])
-        for code in sorted(protocol.COMMANDS):
-            name = protocol.COMMANDS[code]
-            pairs.append(('cnt_' + name, self.counts[name]))
+        return pairs + self.counter_pairs()
+
+    def counter_pairs(self):
+        """stat's cnt_ lines: all a stat forbidden by -mask answers."""
+        names = [protocol.COMMANDS[code] for code in sorted(protocol.COMMANDS)]
+        pairs = [('cnt_' + name, self.counts[name]) for name in names]
         for kind in ('put', 'out', 'get'):
             pairs.append(('cnt_%s_miss' % kind, self.misses[kind]))
         return pairs

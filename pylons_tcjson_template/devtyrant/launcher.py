@@ -121,12 +121,13 @@ class TyrantProcess(object):
 
     def __init__(self, dbpath='*', host='127.0.0.1', port=None, ttserver=None,
                  log=None, ulog=None, ulim=None, sid=None, mhost=None, mport=None,
-                 rts=None, rcc=False, ext=None):
+                 rts=None, rcc=False, ext=None, mask=None, unmask=None):
         """`ulog` (update log directory, created if missing), `ulim` (its
         file size limit, a number or ttserver's "64m" form), `sid` (server
         id 1..65535), `mhost`/`mport` (the master to replicate from), `rts`
-        (the slave's timestamp file) and `rcc` (stop on an inconsistency)
-        are passed as ttserver's flags; None leaves a flag out."""
+        (the slave's timestamp file), `rcc` (stop on an inconsistency) and
+        `mask`/`unmask` (commands to refuse, and to allow again) are passed
+        as ttserver's flags; None leaves a flag out."""
         self.dbpath = dbpath
         self.host = host
         self.port = port or free_port(host)
@@ -141,6 +142,7 @@ class TyrantProcess(object):
         self.mhost, self.mport, self.rts, self.rcc = mhost, mport, rts, rcc
         # The Lua extension: the package's tcjson.lua unless told otherwise.
         self.ext = EXT_SCRIPT if ext is None else ext
+        self.mask, self.unmask = mask, unmask
         self.process = None
 
     @property
@@ -169,8 +171,12 @@ class TyrantProcess(object):
         else:
             program = [sys.executable, '-m', _SERVER_MODULE]
         ext = ['-ext', self.ext] if self.ext and self.ttserver else []
+        masks = []
+        for flag, value in (('-mask', self.mask), ('-unmask', self.unmask)):
+            if value is not None:
+                masks += [flag, value]
         return (program + ['-host', self.host, '-port', str(self.port)]
-                + self.replication_flags() + ext + [self.dbpath])
+                + self.replication_flags() + ext + masks + [self.dbpath])
 
     def start(self, timeout=15.0):
         """Start the server (again, after stop or kill: same port, same

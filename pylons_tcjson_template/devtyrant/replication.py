@@ -18,18 +18,18 @@ than `deadline` says.  (Only the master's host name is resolved with a
 blocking call, once per connection attempt; use an address or a name the
 resolver answers at once.)
 """
-from __future__ import absolute_import, print_function
+from __future__ import absolute_import
 
 import errno
 import os
 import socket
 import struct
-import sys
 import time
 
-from . import ulog
+from . import ulog, ulogfile
+from .events import log
 
-NOP = bytes(bytearray([ulog.NOP_MAGIC]))
+NOP = bytes(bytearray([ulogfile.NOP_MAGIC]))
 WIRE_HEADER = struct.Struct('>BQII')      # magic, ts, origin sid, size
 REQUEST = struct.Struct('>BBQI')          # c8 a0 ts sid
 _U32 = struct.Struct('>I')
@@ -41,17 +41,14 @@ MASTER_SILENCE = 60.0     # no byte from the master for this long: it is dead
 _FEED_CHUNK = 256 * 1024  # log bytes read per loop turn for one slave
 _FEED_BACKLOG = 4 * 1024 * 1024   # stop reading the log while this much waits for a slave
 _RTS_READ = 32
+# The .rts file is never opened through a symbolic link (ttserver follows
+# one): a link planted there would have setmst's TS written over its target.
+_NO_FOLLOW = getattr(os, 'O_NOFOLLOW', 0)
 _ANONYMOUS_SID = 0x7FFFFFFF       # what a slave without a sid asks as (ttserver's INT_MAX)
 
 
-def log(message):
-    """Replication events, in the words of ttserver's log, on stderr."""
-    print('tcjson-tyrant: %s' % message, file=sys.stderr)
-    sys.stderr.flush()
-
-
 def wire_record(ts, sid, body):
-    return WIRE_HEADER.pack(ulog.RECORD_MAGIC, ts, sid, len(body)) + body
+    return WIRE_HEADER.pack(ulogfile.RECORD_MAGIC, ts, sid, len(body)) + body
 
 
 def repl_request(ts, sid):
@@ -124,6 +121,10 @@ class Feed(object):
 
 # ------------------------------------------------------------ slave side
 
+class RtsFileError(Exception):
+    """The .rts file cannot be opened (the message says why)."""
+
+
 class RtsFile(object):
     """The slave's .rts file: the TS of the last record applied, in decimal,
     then a newline.  Rewritten from offset 0 after every record (without
@@ -133,16 +134,28 @@ class RtsFile(object):
         self.path = path
         self.fd = None
 
+    def _open_fd(self, flags):
+        try:
+            return os.open(self.path, flags | os.O_CREAT | _NO_FOLLOW, 0o644)
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.EMLINK) and os.path.islink(self.path):
+                raise RtsFileError('%s is a symbolic link, which is not followed: '
+                                   'make it a regular file' % self.path)
+            raise RtsFileError('cannot open %s: %s' % (self.path, exc.strerror))
+
     def overwrite(self, ts):
         """setmst with a TS: start from there (the file is replaced)."""
-        with open(self.path, 'wb') as rts_file:
-            rts_file.write(b'%d\n' % ts)
+        fd = self._open_fd(os.O_WRONLY | os.O_TRUNC)
+        try:
+            os.write(fd, b'%d\n' % ts)
+        finally:
+            os.close(fd)
 
     def open(self):
         """Open (creating it empty if needed) and return the TS in it, 0
         for an empty or unreadable file."""
         self.close()
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        self.fd = self._open_fd(os.O_RDWR)
         text = os.read(self.fd, _RTS_READ)
         digits = bytearray()
         for byte in bytearray(text.lstrip()):
@@ -178,6 +191,7 @@ class MasterLink(object):
         self.start_ts = 0                   # setmst's TS, written to .rts before the next attempt
         self.fatal = False                  # -rcc saw an inconsistency: stop until setmst
         self.failed_before = False          # "tcreplopen failed" is said once per outage
+        self.stalled = None                 # (since, why) while replication cannot go on
         self.sock = None
         self.state = 'idle'
         self.buf = bytearray()
@@ -195,6 +209,7 @@ class MasterLink(object):
         self.host, self.port = host, port
         self.check_consistency = bool(opts & 1)
         self.fatal = False
+        self.stalled = None
         self.start_ts = ts
         if self.sock is not None:
             self._end('replication finished', time.time())
@@ -219,8 +234,8 @@ class MasterLink(object):
                 self.rts_file.overwrite(self.start_ts)
                 self.start_ts = 0
             self.rts = self.rts_file.open()
-        except (IOError, OSError) as exc:
-            log('ERROR do_slave: cannot use %s: %s' % (self.rts_file.path, exc))
+        except (RtsFileError, IOError, OSError) as exc:
+            self._stall(now, 'ERROR do_slave: %s' % exc)
             self.next_attempt = now + RETRY_PERIOD
             return
         try:
@@ -295,6 +310,7 @@ class MasterLink(object):
                 return
             self.state = 'streaming'
             self.failed_before = False
+            self.stalled = None
             log('replicating from sid=%d (%s:%d) after %d'
                 % (self.master_sid, self.host, self.port, self.rts))
         try:
@@ -307,15 +323,18 @@ class MasterLink(object):
         end = len(buf)
         while pos < end and self.sock is not None:
             magic = buf[pos]
-            if magic == ulog.NOP_MAGIC:
+            if magic == ulogfile.NOP_MAGIC:
                 pos += 1
                 continue
-            if magic != ulog.RECORD_MAGIC:
+            if magic != ulogfile.RECORD_MAGIC:
                 self._end('replication finished', time.time())
                 return end
             if end - pos < WIRE_HEADER.size:
                 break
             _, ts, origin, size = WIRE_HEADER.unpack_from(buf, pos)
+            if size > ulogfile.MAX_BODY:
+                self._skip_impossible(ts, size)
+                return end
             start = pos + WIRE_HEADER.size
             if end - start < size:
                 break
@@ -335,7 +354,8 @@ class MasterLink(object):
             ok = False
         else:
             if not consistent and self.check_consistency:
-                log('ERROR do_slave: detected inconsistency')
+                self._stall(time.time(), 'ERROR do_slave: detected inconsistency',
+                            'detected inconsistency at ts %d; stopped until setmst (-rcc)' % ts)
                 self.fatal = True
                 ok = False
             elif not consistent:
@@ -347,6 +367,26 @@ class MasterLink(object):
             log('ERROR do_slave: cannot write %s: %s' % (self.rts_file.path, exc))
             ok = False
         return ok
+
+    def _skip_impossible(self, ts, size):
+        """A record no master could have logged (bigger than any request):
+        its end cannot be found in the stream, so the connection ends, and
+        its TS goes to .rts so the next one asks for what follows it (as a
+        record ttserver cannot redo is passed over)."""
+        log('ERROR do_slave: impossible record size %d at ts %d; skipped' % (size, ts))
+        try:
+            self.rts_file.record(ts)
+            self.rts = ts
+        except (IOError, OSError) as exc:
+            log('ERROR do_slave: cannot write %s: %s' % (self.rts_file.path, exc))
+        self._end('replication finished', time.time())
+
+    def _stall(self, now, message, why=None):
+        """Log `message` once per stall and show `why` in stat."""
+        why = why or message.split(': ', 1)[-1]
+        if self.stalled is None or self.stalled[1] != why:
+            log(message)
+            self.stalled = (now, why)
 
     def _lost(self, now):
         if self.state == 'streaming':
@@ -360,6 +400,9 @@ class MasterLink(object):
         if not self.failed_before:
             log('ERROR do_slave: tcreplopen failed')
             self.failed_before = True
+        if self.stalled is None:
+            self.stalled = (now, 'no replication from %s:%d: cannot connect, or refused '
+                                 '(tcreplopen failed)' % (self.host, self.port))
         self.next_attempt = now + RETRY_PERIOD
 
     def _end(self, message, now):
@@ -376,11 +419,20 @@ class MasterLink(object):
         self.rts_file.close()
 
     def stat_pairs(self, now):
+        """ttserver's four lines while a master is configured, then (not in
+        ttserver) `repl_stalled` while replication cannot go on: when it
+        started and why.  A line that comes and goes breaks no client:
+        ttserver's stat has such lines already (these four, ``fatal``), and
+        clients read it as name/value pairs (PyTyrant's get_stats) or print
+        it (tcrmgr inform -st)."""
         if not self.host:
             return []
         delay = now - self.rts / 1000000.0
-        return [('mhost', self.host), ('mport', self.port), ('rts', self.rts),
-                ('delay', '%.6f' % max(delay, 0.0))]
+        pairs = [('mhost', self.host), ('mport', self.port), ('rts', self.rts),
+                 ('delay', '%.6f' % max(delay, 0.0))]
+        if self.stalled is not None:
+            pairs.append(('repl_stalled', '%.6f %s' % self.stalled))
+        return pairs
 
     def close(self):
         self._close()
@@ -390,7 +442,9 @@ class MasterLink(object):
 
 class Replication(object):
     """The server's replication: feeds to its slaves and, when it follows
-    a master, the link to it."""
+    a master, the link to it.  The dispatcher's -mask may forbid either:
+    ``repl`` refuses slaves, ``slave`` keeps the link from ever running
+    (stat still shows the master, as ttserver's does)."""
 
     def __init__(self, dispatcher, loop, sid, update_log=None, master_host='',
                  master_port=0, rts_path='ttserver.rts', check_consistency=False):
@@ -400,6 +454,7 @@ class Replication(object):
         self.feeds = []
         self.master = MasterLink(dispatcher, loop, sid, rts_path, master_host, master_port,
                                  check_consistency)
+        self.follows_master = dispatcher.mask.replicates_from_master
         if update_log is not None:
             update_log.listeners.append(self._wake_feeds)
         dispatcher.replication = self
@@ -417,6 +472,9 @@ class Replication(object):
         self.dispatcher.counts['repl'] += 1
         if ts < 1 or slave_sid < 1:
             log('do_repl: invalid parameters')
+            return None
+        if self.dispatcher.mask.forbids('repl'):
+            log('do_repl: forbidden')
             return None
         if slave_sid == self.sid:
             log('do_repl: rejected circular replication')
@@ -441,7 +499,8 @@ class Replication(object):
     def deadline(self):
         """The earliest time `run` has work to do (None: only on events)."""
         times = [feed.deadline() for feed in self.feeds]
-        times.append(self.master.deadline())
+        if self.follows_master:
+            times.append(self.master.deadline())
         times = [t for t in times if t is not None]
         return min(times) if times else None
 
@@ -455,10 +514,18 @@ class Replication(object):
                 log('internal error in replication to sid=%d, connection dropped: %s: %s'
                     % (feed.slave_sid, type(exc).__name__, exc))
                 feed.drop()
-        self.master.run(now)
+        if self.follows_master:
+            self.master.run(now)
 
     def stat_pairs(self, now):
-        return self.master.stat_pairs(now)
+        """The master's lines (see MasterLink.stat_pairs), then, while the
+        update log cannot be written, `ulog_error` (not in ttserver): the
+        writes since then reach no slave."""
+        pairs = self.master.stat_pairs(now)
+        failure = self.update_log.failure if self.update_log is not None else None
+        if failure is not None:
+            pairs.append(('ulog_error', '%.6f %s' % failure))
+        return pairs
 
     def close(self):
         self.master.close()
@@ -474,9 +541,9 @@ class Settings(object):
         self.warnings = []
         if ulog_dir and not os.path.isdir(ulog_dir):
             self.warnings.append('warning: ulog(%s) is not a directory' % ulog_dir)
-        if sid > ulog.MAX_SID:
+        if sid > ulogfile.MAX_SID:
             self.warnings.append('warning: the SID is ignored because it exceeds %d'
-                                 % ulog.MAX_SID)
+                                 % ulogfile.MAX_SID)
             sid = 0
         sid = max(sid, 0)
         if sid < 1 and ulog_dir:

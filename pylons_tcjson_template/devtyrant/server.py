@@ -1,7 +1,8 @@
 """tcjson-tyrant: a Tokyo Tyrant protocol server for development and tests.
 
     tcjson-tyrant [-host H] [-port P] [-ulog DIR] [-ulim N] [-sid N]
-                  [-mhost H] [-mport P] [-rts FILE] [-rcc] [DBPATH]
+                  [-mhost H] [-mport P] [-rts FILE] [-rcc]
+                  [-mask EXPR] [-unmask EXPR] [DBPATH]
 
 Speaks ttserver 1.1.41's binary protocol over TCP.  DBPATH ``*`` (or none)
 keeps records in memory; a path ending in ``.tch`` keeps them in a Tokyo
@@ -27,6 +28,7 @@ import time
 
 from . import protocol, replication, ulog
 from .commands import Dispatcher
+from .mask import CommandMask
 from .storage import StoreError, open_store
 
 DEFAULT_PORT = 1978
@@ -88,13 +90,15 @@ class _Poller(object):
 class TyrantServer(object):
     """Listens on host:port and answers Tyrant requests from one store."""
 
-    def __init__(self, store, host='127.0.0.1', port=DEFAULT_PORT, settings=None):
-        """`settings`: replication.Settings (none: no update log, no master).
+    def __init__(self, store, host='127.0.0.1', port=DEFAULT_PORT, settings=None,
+                 mask=None):
+        """`settings`: replication.Settings (none: no update log, no master);
+        `mask`: the mask.CommandMask of -mask/-unmask (none: all allowed).
         Raises ulog.UpdateLogError when the update log cannot be opened."""
         settings = settings or replication.Settings()
         self.store = store
         self.update_log = settings.open_update_log()
-        self.dispatcher = Dispatcher(store, settings.sid, self.update_log)
+        self.dispatcher = Dispatcher(store, settings.sid, self.update_log, mask)
         self.watchers = {}            # fd -> callback(readable, writable, error)
         self.replication = settings.start(self.dispatcher, self, self.update_log)
         self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -375,6 +379,13 @@ def _parser():
     parser.add_argument('-rcc', action='store_true',
                         help='stop replicating when a record fails here but not on '
                              'the master')
+    # Both go to one list, so they apply left to right as ttserver's do.
+    parser.add_argument('-mask', metavar='EXPR', dest='mask_options', action='append',
+                        type=lambda expr: ('mask', expr),
+                        help='refuse these commands: names, groups (all, allorg, allread, '
+                             'allwrite, allmanage, ...) or 0x bits, split at spaces or commas')
+    parser.add_argument('-unmask', metavar='EXPR', dest='mask_options', action='append',
+                        type=lambda expr: ('unmask', expr), help='allow these again')
     parser.add_argument('dbpath', nargs='?', default='*',
                         help='* for in memory (default), or a .tch file')
     return parser
@@ -395,6 +406,9 @@ def main(argv=None):
     parser = _parser()
     args = parser.parse_args(argv)
     settings = _replication_settings(parser, args)
+    mask = CommandMask.from_options(args.mask_options or ())
+    if mask:
+        print('tcjson-tyrant: command bit mask: 0x%x' % mask.bits, file=sys.stderr)
     # Handle SIGTERM/SIGINT from the start: the port accepts connections
     # before serve_forever runs, and a signal in that gap (or while the
     # database opens) must still end in a sync and exit status 0.
@@ -413,7 +427,7 @@ def main(argv=None):
         print('tcjson-tyrant: %s' % exc, file=sys.stderr)
         return 1
     try:
-        server = TyrantServer(store, args.host, args.port, settings)
+        server = TyrantServer(store, args.host, args.port, settings, mask)
     except ulog.UpdateLogError as exc:
         store.close()
         print('tcjson-tyrant: ERROR tculogopen failed: %s' % exc, file=sys.stderr)

@@ -1,21 +1,23 @@
 """Update log: ttserver 1.1.41's record of every write, the source of replication.
 
-Files ``DIR/00000001.ulog``, ``00000002.ulog``, ... hold records simply
-concatenated, no file header::
-
-    c9  TS(8)  SID(2)  MID(2)  SIZE(4)  BODY
-
-TS is when the write happened on this server (microseconds since the epoch),
-SID the server where a client made the write, MID the master it was
-received from (0 for a local client write).  BODY is the command as a
-binary request (``c8``, command byte, arguments) plus one result byte, 0 when
-the operation succeeded here, 1 when it failed.  After the record that
-brings a file to ``limit`` bytes the next number is opened; nothing is ever
-deleted (the operator removes old files once every peer has read them).
+Files ``DIR/00000001.ulog``, ``00000002.ulog``, ... hold records (their
+format and how damage in them is told apart: `ulogfile`).  TS is when the
+write happened on this server (microseconds since the epoch), SID the
+server where a client made the write, MID the master it was received from
+(0 for a local client write).  BODY is the command as a binary request
+(``c8``, command byte, arguments) plus one result byte, 0 when the operation
+succeeded here, 1 when it failed.  After the record that brings a file to
+``limit`` bytes the next number is opened; nothing is ever deleted (the
+operator removes old files once every peer has read them).
 
 `UpdateLog` writes, `LogReader` reads from a timestamp on (what a master
 sends a slave), `command_body` says what a request logs and
 `decode_body` turns a logged body back into a request to redo.
+
+Unlike ttserver, which appends after whatever a crash or a full disk left
+and then replicates garbage or nothing, the log here is kept whole: a
+torn last record is cut off when the log is opened and as soon as a write
+fails, and readers skip (and report) bytes that are not a record.
 """
 from __future__ import absolute_import
 
@@ -26,19 +28,18 @@ import struct
 import time
 
 from . import protocol
+from .events import log
+from .ulogfile import Cursor, pack_record
 
-RECORD_MAGIC = 0xC9
-NOP_MAGIC = 0xCA
 SUFFIX = '.ulog'
 DEFAULT_LIMIT = 1024 ** 3                 # ttserver's default -ulim: 1 GiB
-MAX_SID = 0xFFFF
 
-DISK_HEADER = struct.Struct('>BQHHI')     # magic, ts, sid, mid, size
 # A master picks the file to start reading from by its first record, allowing
 # for clocks that differ this much between servers (ttserver's TCULTMDEVALW).
 _CLOCK_DEVIANCE_US = 30 * 1000000
 _LIMIT_SUFFIXES = {'k': 1, 'm': 2, 'g': 3, 't': 4, 'p': 5, 'e': 6}
 _LIMIT = re.compile(r'^\s*(\d+(?:\.\d*)?)\s*([kmgtpe]?)', re.IGNORECASE)
+_SCAN_CHUNK = 1024 * 1024                 # bytes read at a time when checking a file whole
 
 _U32 = struct.Struct('>I')
 _I32 = struct.Struct('>i')
@@ -82,12 +83,8 @@ def now_us():
     return int(time.time() * 1000000)
 
 
-def pack_record(ts, sid, mid, body):
-    return DISK_HEADER.pack(RECORD_MAGIC, ts, sid & MAX_SID, mid & MAX_SID, len(body)) + body
-
-
 class UpdateLogError(Exception):
-    """The update log directory cannot be used."""
+    """The update log directory cannot be used, or a write to it failed."""
 
 
 class UpdateLog(object):
@@ -96,7 +93,8 @@ class UpdateLog(object):
     Like ttserver, the file is opened at the first write (a server that is
     never written to creates none) and a restarted server appends to the
     highest-numbered file.  `listeners` are called after every write: the
-    replication feeds of connected slaves wake up on it.
+    replication feeds of connected slaves wake up on it.  `failure` is
+    ``(time, message)`` while the last write failed, None otherwise.
     """
 
     def __init__(self, directory, limit=DEFAULT_LIMIT):
@@ -109,33 +107,95 @@ class UpdateLog(object):
         self.size = 0
         self.last_ts = 0
         self.listeners = []
+        self.failure = None
+        self._cut_torn_tail()
+        self._torn = False                  # a failed write may have left part of a record
 
     def write(self, sid, mid, body):
-        """Append one record stamped now; returns its timestamp.
+        """Append one record stamped now; returns its timestamp.  Raises
+        UpdateLogError when it cannot, having removed any part of the
+        record that did reach the file.
 
         Timestamps only grow here, by at least a microsecond.  (ttserver
         can stamp two writes alike; a slave that stopped after the first
         of them would then resume after both, as it asks for .rts + 1.)"""
         ts = self.last_ts = max(now_us(), self.last_ts + 1)
-        if self.fd is None:
-            self._open(self.number)
         record = pack_record(ts, sid, mid, body)
-        written = 0
-        while written < len(record):        # os.write may stop short (a signal, a full disk)
-            written += os.write(self.fd, record[written:])
+        try:
+            if self.fd is None:
+                self._open()
+            written = 0
+            while written < len(record):    # os.write may stop short (a signal, a full disk)
+                written += os.write(self.fd, record[written:])
+        except (IOError, OSError, UpdateLogError) as exc:
+            return self._failed(exc)
+        self.failure = None
         self.size += len(record)
         if self.size >= self.limit:
             os.close(self.fd)
+            self.fd = None
             self.number += 1
-            self._open(self.number)
+            try:
+                self._open()                # created now, as ttserver does
+            except (IOError, OSError):
+                pass                        # the next write tries again, and says why
         for listener in self.listeners:
             listener()
         return ts
 
-    def _open(self, number):
-        self.fd = os.open(file_path(self.directory, number),
-                          os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    def _open(self):
+        if self._torn:
+            self._cut_torn_tail()
+            self._torn = False
+        self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         self.size = os.fstat(self.fd).st_size
+
+    @property
+    def path(self):
+        return file_path(self.directory, self.number)
+
+    def _failed(self, exc):
+        """Cut the file back to its last whole record, then raise."""
+        message = 'cannot write %s: %s' % (self.path, getattr(exc, 'strerror', None) or exc)
+        self.failure = (time.time(), message)
+        if self.fd is not None:
+            try:
+                os.ftruncate(self.fd, self.size)
+            except OSError:
+                # Left as it is; the next write reopens the file and cuts
+                # its torn tail then.
+                os.close(self.fd)
+                self.fd = None
+                self._torn = True
+        raise UpdateLogError(message)
+
+    def _cut_torn_tail(self):
+        """A crash or a full disk may have left the newest file ending in
+        part of a record; cut it off, so the next record follows a whole
+        one instead of being read as the rest of the torn one.  Damage
+        with whole records after it is left for readers to skip."""
+        path = self.path
+        if not os.path.isfile(path):
+            return
+        said = []
+        cursor = Cursor(path, report=said.append)
+        while not cursor.at_end:
+            cursor.read(_SCAN_CHUNK, collect=False)
+        if cursor.damage is not None:
+            said.pop()                      # "skipping": it is cut off instead
+        for message in said:
+            log(message)
+        if cursor.damage is None:
+            return
+        start, reason = cursor.damage
+        size = os.path.getsize(path)
+        try:
+            with open(path, 'r+b') as log_file:
+                log_file.truncate(start)
+        except (IOError, OSError) as exc:
+            raise UpdateLogError('cannot cut the torn end of %s: %s' % (path, exc))
+        log('update log %s: cut off its last %d bytes, a torn record (%s)'
+            % (path, size - start, reason))
 
     def close(self):
         if self.fd is not None:
@@ -161,17 +221,16 @@ class LogReader(object):
     The first file read is the newest one whose first record is at least
     30 s older than `ts`, else the oldest one reachable by counting down
     from the newest without a gap: files that were removed by the operator
-    are silently skipped, as ttserver does.
+    are silently skipped, as ttserver does.  Damaged bytes are skipped and
+    reported (see `ulogfile.Cursor`), where ttserver would stop or misread.
     """
 
     def __init__(self, directory, ts):
         self.directory = directory
         self.ts = ts
         self.number = self._start_number(directory, ts)
-        self.offset = 0
-        self.broken = False        # a record without the magic byte: stop
+        self.cursor = Cursor(file_path(directory, self.number))
         self.exhausted = False
-        self._tail_incomplete = False
 
     @staticmethod
     def _start_number(directory, ts):
@@ -193,76 +252,23 @@ class LogReader(object):
         most, as ``(ts, sid, mid, body)``.  Afterwards `exhausted` says
         whether it stopped because there is nothing more to read yet."""
         records = []
-        self.exhausted = True
-        while not self.broken:
+        while True:
+            before = self.cursor.offset
+            found = self.cursor.read(max_bytes)
+            records.extend(record for record in found if record[0] >= self.ts)
+            max_bytes -= self.cursor.offset - before
+            if not self.cursor.at_end:
+                self.exhausted = False
+                return records
+            if not os.path.exists(file_path(self.directory, self.number + 1)):
+                self.exhausted = True
+                return records
+            self.cursor.leave()
+            self.number += 1
+            self.cursor = Cursor(file_path(self.directory, self.number))
             if max_bytes <= 0:
                 self.exhausted = False
-                break
-            data = self._read_file(max_bytes)
-            if data is None:                    # the file is not there (yet)
-                break
-            if not data:                        # at its end: on to the next file?
-                if not self._next_file_exists():
-                    break
-                self.number += 1
-                self.offset = 0
-                continue
-            at_end = len(data) < max_bytes + DISK_HEADER.size
-            used = self._parse(data, records)
-            self.offset += used
-            max_bytes -= used
-            if used < len(data):
-                # Either the budget cut a record (more to read at once) or
-                # the file ends inside one that is not complete (yet).
-                self.exhausted = at_end or self._tail_incomplete
-                break
-        return records
-
-    def _read_file(self, budget):
-        path = file_path(self.directory, self.number)
-        try:
-            with open(path, 'rb') as log_file:
-                log_file.seek(self.offset)
-                return log_file.read(budget + DISK_HEADER.size)
-        except (IOError, OSError):
-            return None
-
-    def _parse(self, data, records):
-        """Append the whole records in `data`; returns the bytes used."""
-        self._tail_incomplete = False
-        pos = 0
-        header = DISK_HEADER
-        while pos + header.size <= len(data):
-            magic, ts, sid, mid, size = header.unpack_from(data, pos)
-            if magic != RECORD_MAGIC:
-                self.broken = True
-                break
-            end = pos + header.size + size
-            if end > len(data):
-                if size > len(data):            # a record bigger than the budget
-                    return pos + self._read_one_large(pos, size, records)
-                break
-            if ts >= self.ts:
-                records.append((ts, sid, mid, bytes(data[pos + header.size:end])))
-            pos = end
-        return pos
-
-    def _read_one_large(self, pos, size, records):
-        """A record larger than one read: read it whole on its own."""
-        path = file_path(self.directory, self.number)
-        with open(path, 'rb') as log_file:
-            log_file.seek(self.offset + pos)
-            data = log_file.read(DISK_HEADER.size + size)
-        if len(data) < DISK_HEADER.size + size:
-            self._tail_incomplete = True
-            return 0
-        magic, ts, sid, mid, _ = DISK_HEADER.unpack_from(data, 0)
-        if ts >= self.ts:
-            records.append((ts, sid, mid, bytes(data[DISK_HEADER.size:])))
-        return len(data)
-
-    def _next_file_exists(self):
-        return os.path.exists(file_path(self.directory, self.number + 1))
+                return records
 
 
 # ------------------------------------------------------------ bodies
