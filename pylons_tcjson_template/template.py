@@ -6,10 +6,11 @@
 
 Every variable is checked in `check_vars`, which PasteScript calls before a
 single file is written, so a typo never leaves half a project behind.  The
-Tyrant backend (``tcjson.py``, with ``tyrant.py``, its connections to the
-servers) and the development server (``devtyrant/``) have one source, in
-this package; `post` copies them into the new project's ``lib/`` so the
-project runs without this template package installed.
+session backend's modules (`LIB_MODULES`) have one source, in this package;
+`post` copies them into the new project's ``lib/`` so the project runs
+without this template package installed.  Its development tools
+(tcjson-tyrant, ``paster tyrant``, the Tyrant server its tests start) are
+not copied: they come from this package, the project's ``dev`` extra.
 """
 from __future__ import absolute_import
 
@@ -29,10 +30,13 @@ from paste.util.template import paste_script_template_renderer
 from pylons_tcjson_template import tyrant
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-BACKEND_SOURCE = os.path.join(HERE, 'tcjson.py')
-CLIENT_SOURCE = os.path.join(HERE, 'tyrant.py')
-USERS_SOURCE = os.path.join(HERE, 'user_sessions.py')
-DEVTYRANT_SOURCE = os.path.join(HERE, 'devtyrant')
+
+# What the running application needs from this package, copied as they are
+# into <package>/lib/ of every new project (one source, here): the Beaker
+# backend, its connections to the servers, sessions per user, and the
+# backend's server half, which every Tyrant server loads (ttserver -ext).
+# A module added to the backend is added here, and nowhere else.
+LIB_MODULES = ('tcjson.py', 'tyrant.py', 'user_sessions.py', 'tcjson.lua')
 
 # Names a generated package must not take: it would shadow what the
 # application itself imports.
@@ -189,9 +193,11 @@ class PylonsTcjsonTemplate(Template):
         for name in ('description', 'author', 'author_email', 'url'):
             vars[name] = vars.get(name) or ''
         vars['version'] = str(vars.get('version') or '0.1')
-        if not os.path.isfile(BACKEND_SOURCE):
-            raise BadCommand('%s is missing: this template package is '
-                             'incomplete' % BACKEND_SOURCE)
+        missing = [name for name in LIB_MODULES
+                   if not os.path.isfile(os.path.join(HERE, name))]
+        if missing:
+            raise BadCommand('%s missing from %s: this template package is '
+                             'incomplete' % (', '.join(missing), HERE))
         return vars
 
     def pre(self, command, output_dir, vars):
@@ -205,27 +211,11 @@ class PylonsTcjsonTemplate(Template):
         vars.setdefault('app_instance_secret', new_secret())
 
     def post(self, command, output_dir, vars):
-        """Copy the single-source modules into <package>/lib/."""
+        """Copy the single-source modules (LIB_MODULES) into <package>/lib/."""
         lib_dir = os.path.join(output_dir, vars['package'], 'lib')
-        copies = [(BACKEND_SOURCE, os.path.join(lib_dir, 'tcjson.py')),
-                  (CLIENT_SOURCE, os.path.join(lib_dir, 'tyrant.py')),
-                  (USERS_SOURCE, os.path.join(lib_dir, 'user_sessions.py'))]
-        for root, dirs, files in os.walk(DEVTYRANT_SOURCE):
-            dirs[:] = [d for d in dirs if d != '__pycache__']
-            rel = os.path.relpath(root, DEVTYRANT_SOURCE)
-            for name in sorted(files):
-                if name.endswith(('.pyc', '.pyo')):
-                    continue
-                target = os.path.normpath(
-                    os.path.join(lib_dir, 'devtyrant', rel, name))
-                copies.append((os.path.join(root, name), target))
-        for source, target in copies:
+        for name in LIB_MODULES:
+            target = os.path.join(lib_dir, name)
             if command.verbose:
-                print('  Copying %s to %s' % (
-                    os.path.relpath(source, HERE),
-                    os.path.relpath(target, output_dir)))
-            if command.simulate:
-                continue
-            if not os.path.isdir(os.path.dirname(target)):
-                os.makedirs(os.path.dirname(target))
-            shutil.copyfile(source, target)
+                print('  Copying %s to %s' % (name, os.path.relpath(target, output_dir)))
+            if not command.simulate:
+                shutil.copyfile(os.path.join(HERE, name), target)

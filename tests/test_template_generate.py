@@ -24,9 +24,8 @@ EXPECTED_FILES = """
     myapp/controllers/home.py myapp/controllers/session.py
     myapp/lib/__init__.py myapp/lib/app_globals.py myapp/lib/base.py
     myapp/lib/helpers.py myapp/lib/session_errors.py myapp/lib/tcjson.py
-    myapp/lib/csrf.py
-    myapp/lib/devtyrant/__init__.py myapp/lib/devtyrant/launcher.py
-    myapp/lib/devtyrant/server.py
+    myapp/lib/csrf.py myapp/lib/tyrant.py myapp/lib/user_sessions.py
+    myapp/lib/tcjson.lua
     myapp/model/__init__.py
     myapp/public/favicon.ico myapp/public/style.css
     myapp/templates/base.mako myapp/templates/home.mako
@@ -65,21 +64,30 @@ def test_layout(project):
 
 
 def test_single_source_modules_are_copied(project):
+    from pylons_tcjson_template.template import LIB_MODULES
     lib = os.path.join(project, 'myapp', 'lib')
-    assert filecmp.cmp(os.path.join(SOURCE, 'tcjson.py'),
-                       os.path.join(lib, 'tcjson.py'), shallow=False)
-    source_dir = os.path.join(SOURCE, 'devtyrant')
-    for name in os.listdir(source_dir):
-        if name.endswith('.py'):
-            assert filecmp.cmp(os.path.join(source_dir, name),
-                               os.path.join(lib, 'devtyrant', name),
-                               shallow=False), name
-    assert not [n for n in os.listdir(os.path.join(lib, 'devtyrant'))
-                if n.endswith('.pyc')]
-    # ...and they are not duplicated inside the template tree.
+    assert {'tcjson.py', 'tcjson.lua', 'tyrant.py', 'user_sessions.py'} <= set(LIB_MODULES)
     template_lib = os.path.join(SOURCE, 'template', '+package+', 'lib')
-    assert not os.path.exists(os.path.join(template_lib, 'tcjson.py'))
-    assert not os.path.exists(os.path.join(template_lib, 'devtyrant'))
+    for name in LIB_MODULES:
+        assert filecmp.cmp(os.path.join(SOURCE, name), os.path.join(lib, name),
+                           shallow=False), name
+        # ...and not duplicated inside the template tree.
+        assert not os.path.exists(os.path.join(template_lib, name + '_tmpl')), name
+        assert not os.path.exists(os.path.join(template_lib, name)), name
+
+
+def test_development_tools_are_not_copied(project):
+    """tcjson-tyrant and `paster tyrant` come from this package (the
+    project's dev extra): lib/ holds what the running application needs."""
+    lib = os.path.join(project, 'myapp', 'lib')
+    assert not os.path.exists(os.path.join(lib, 'devtyrant'))
+    for path in all_files(project):
+        if path.endswith(('.py', '.txt', '.ini', '.cfg', '.mako')):
+            assert 'lib/devtyrant' not in open(path).read(), path
+            assert 'lib.devtyrant' not in open(path).read(), path
+    setup_py = open(os.path.join(project, 'setup.py')).read()
+    assert "extras_require={'dev': dev_requires}" in setup_py
+    assert "'pylons_tcjson_template'" in setup_py
 
 
 def test_no_template_syntax_left(project):

@@ -4,7 +4,8 @@ Modules: `protocol` (request framing, response bytes), `storage` (in-memory
 and Tokyo Cabinet .tch stores), `commands` (what each command does),
 `ulog` (the update log), `replication` (master feeds and the slave's link,
 as ttserver 1.1.41 replicates), `server` (the event loop and the command
-line), `launcher` (start ttserver or this server as a child process).
-Generated projects carry a copy as ``<package>/lib/devtyrant`` so they
-need nothing from this template package.
+line), `launcher` (start ttserver or this server as a child process),
+`paster_tyrant` (what a generated project's ``paster tyrant`` does).
+Generated projects use it through their ``dev`` extra (this package): it
+serves development and tests, never a deployed application.
 """

@@ -117,12 +117,14 @@ class TyrantProcess(object):
 
     def __init__(self, dbpath='*', host='127.0.0.1', port=None, ttserver=None,
                  log=None, ulog=None, ulim=None, sid=None, mhost=None, mport=None,
-                 rts=None, rcc=False):
+                 rts=None, rcc=False, ext=None):
         """`ulog` (update log directory, created if missing), `ulim` (its
         file size limit, a number or ttserver's "64m" form), `sid` (server
         id 1..65535), `mhost`/`mport` (the master to replicate from), `rts`
         (the slave's timestamp file) and `rcc` (stop on an inconsistency)
-        are passed as ttserver's flags; None leaves a flag out."""
+        are passed as ttserver's flags; None leaves a flag out.  `ext` is
+        the Lua script ttserver loads with -ext (a project's
+        lib/tcjson.lua); tcjson-tyrant runs no Lua, so it gets no -ext."""
         self.dbpath = dbpath
         self.host = host
         self.port = port or free_port(host)
@@ -135,6 +137,7 @@ class TyrantProcess(object):
         self.log = log
         self.ulog, self.ulim, self.sid = ulog, ulim, sid
         self.mhost, self.mport, self.rts, self.rcc = mhost, mport, rts, rcc
+        self.ext = ext
         self.process = None
 
     @property
@@ -159,7 +162,7 @@ class TyrantProcess(object):
 
     def command(self):
         if self.ttserver:
-            program = [self.ttserver]
+            program = [self.ttserver] + (['-ext', self.ext] if self.ext else [])
         else:
             program = [sys.executable, '-m', _SERVER_MODULE]
         return (program + ['-host', self.host, '-port', str(self.port)]
