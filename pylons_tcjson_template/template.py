@@ -21,8 +21,10 @@ import json
 import keyword
 import os
 import shutil
+import stat
 import sys
 
+import pkg_resources
 from paste.script.command import BadCommand
 from paste.script.templates import Template, var
 from paste.util.template import paste_script_template_renderer
@@ -37,6 +39,17 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 # backend's server half, which every Tyrant server loads (ttserver -ext).
 # A module added to the backend is added here, and nowhere else.
 LIB_MODULES = ('tcjson.py', 'tyrant.py', 'user_sessions.py', 'tcjson.lua')
+
+# The shell functions of setup.sh (Python 2.7 on Debian 12, the virtualenv),
+# shared with this repository's own setup.sh; the project's setup.sh
+# sources them from here.
+SETUP_FUNCTIONS = ('python27.sh', os.path.join('deploy', 'python27.sh'))
+
+# The known-good pins, one list for this repository and every project.  A
+# project's constraints.txt gets the lines after the file's header (its
+# leading comment lines, up to the first bare '#') and before this line.
+CONSTRAINTS = os.path.join(HERE, 'constraints.txt')
+REPOSITORY_ONLY = '# ---- this repository only'
 
 # Names a generated package must not take: it would shadow what the
 # application itself imports.
@@ -61,6 +74,22 @@ def split_url(url):
         return tyrant.canonical_url(tyrant.parse_servers(url, 'tyrant_url'))
     except tyrant.ConfigError as exc:
         raise BadCommand(str(exc))
+
+
+def project_pins(path=CONSTRAINTS):
+    """The pins (and their comments) of `path` that a generated project
+    gets in its own constraints.txt, as one string."""
+    lines = open(path).read().splitlines()
+    ends = [n for n, line in enumerate(lines) if line.startswith(REPOSITORY_ONLY)]
+    if '#' not in lines or not ends:
+        raise BadCommand('%s: no header ending in a bare "#" line, or no line '
+                         'starting %r' % (path, REPOSITORY_ONLY))
+    return '\n'.join(lines[lines.index('#') + 1:ends[0]])
+
+
+def template_version():
+    """This template package's version: the pin of a project's dev extra."""
+    return pkg_resources.get_distribution('pylons_tcjson_template').version
 
 
 def positive_int(name, value, upper=None):
@@ -193,7 +222,7 @@ class PylonsTcjsonTemplate(Template):
         for name in ('description', 'author', 'author_email', 'url'):
             vars[name] = vars.get(name) or ''
         vars['version'] = str(vars.get('version') or '0.1')
-        missing = [name for name in LIB_MODULES
+        missing = [name for name in LIB_MODULES + (SETUP_FUNCTIONS[0], CONSTRAINTS)
                    if not os.path.isfile(os.path.join(HERE, name))]
         if missing:
             raise BadCommand('%s missing from %s: this template package is '
@@ -209,13 +238,26 @@ class PylonsTcjsonTemplate(Template):
         # `paster make-config`.
         vars.setdefault('session_secret', new_secret())
         vars.setdefault('app_instance_secret', new_secret())
+        # constraints.txt_tmpl: the known-good pins, and the dev extra's.
+        vars['project_pins'] = project_pins()
+        vars['template_version'] = template_version()
+        # +dot+gitignore is written as .gitignore (PasteScript skips files
+        # whose names start with a dot).
+        vars['dot'] = '.'
 
     def post(self, command, output_dir, vars):
-        """Copy the single-source modules (LIB_MODULES) into <package>/lib/."""
-        lib_dir = os.path.join(output_dir, vars['package'], 'lib')
-        for name in LIB_MODULES:
-            target = os.path.join(lib_dir, name)
+        """Copy the single-source files into the project: LIB_MODULES into
+        <package>/lib/, setup.sh's functions into deploy/; make setup.sh
+        executable (PasteScript keeps no file modes)."""
+        copies = [(name, os.path.join(vars['package'], 'lib', name))
+                  for name in LIB_MODULES] + [SETUP_FUNCTIONS]
+        for name, target in copies:
             if command.verbose:
-                print('  Copying %s to %s' % (name, os.path.relpath(target, output_dir)))
+                print('  Copying %s to %s' % (name, target))
             if not command.simulate:
-                shutil.copyfile(os.path.join(HERE, name), target)
+                shutil.copyfile(os.path.join(HERE, name),
+                                os.path.join(output_dir, target))
+        script = os.path.join(output_dir, 'setup.sh')
+        if not command.simulate:
+            mode = os.stat(script).st_mode
+            os.chmod(script, mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)

@@ -90,6 +90,40 @@ def test_development_tools_are_not_copied(project):
     assert "'pylons_tcjson_template'" in setup_py
 
 
+def pins(text):
+    """{name: version} of the `name==version` lines of a constraints file."""
+    found = {}
+    for line in text.splitlines():
+        if '==' in line and not line.startswith('#'):
+            name, version = line.split('==')
+            found[name.strip().lower()] = version.strip()
+    return found
+
+
+def test_constraints_come_from_the_one_list(project):
+    from pylons_tcjson_template import template
+    source = open(template.CONSTRAINTS).read()
+    shared, repository_only = source.split("\n" + template.REPOSITORY_ONLY, 1)
+    ours = pins(open(os.path.join(project, 'constraints.txt')).read())
+    dev_pin = ours.pop('pylons_tcjson_template')
+    assert dev_pin == template.template_version()
+    assert ours == pins(shared)
+    assert {'pylons', 'pastescript', 'tempita', 'waitress', 'nose', 'webtest'} <= set(ours)
+    # The repository's own bench peers and test runner stay out.
+    for name in ('pytest', 'redis', 'python-memcached'):
+        assert name in repository_only and name not in ours, name
+    setup_py = open(os.path.join(project, 'setup.py')).read()
+    assert "python_requires='>=2.7,<3'" in setup_py
+
+
+def test_setup_py_refuses_python_3(project):
+    """`python setup.py develop` under Python 3 stops before it installs."""
+    code, output = run(['python3', 'setup.py', 'develop', '--dry-run'], project)
+    assert code != 0
+    assert 'MyApp needs Python 2.7 (Pylons 1.0)' in output, output
+    assert not os.path.exists(os.path.join(project, 'build'))
+
+
 def test_no_template_syntax_left(project):
     for path in all_files(project):
         if path.endswith(('.py', '.ini', '.mako', '.txt', '.cfg', '.in')):
