@@ -160,7 +160,7 @@ def test_the_503_page_shows_no_internals(production, tmpdir):
     with serve(project, env, ini, log) as served:
         tyrant.stop()
         try:
-            status, body, _ = get(served.port, '/session')
+            status, body, _ = get(served.port, '/boom/store')    # uses the session
         finally:
             tyrant.start()
     assert status == 503, body
@@ -170,3 +170,16 @@ def test_the_503_page_shows_no_internals(production, tmpdir):
                      'refused'):
         assert internal not in body, internal
     assert tyrant.url in open(log).read()        # the log keeps the details
+
+
+def test_the_front_page_shows_no_internals(production, tmpdir):
+    """Review finding 13: with debug = false the front page names no Tyrant
+    address, port or key prefix, and gives no development command."""
+    project, env, ini, tyrant = production
+    with serve(project, env, ini, str(tmpdir.join('serve.log'))) as served:
+        status, body, _ = get(served.port, '/')
+    assert status == 200 and 'application is running' in body, body
+    port = tyrant.url.rsplit(':', 1)[1]
+    for internal in (tyrant.url, port, 'prodapp:session:', 'paster tyrant',
+                     'development.ini'):
+        assert internal not in body, internal
