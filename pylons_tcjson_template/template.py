@@ -20,6 +20,7 @@ import imp
 import json
 import keyword
 import os
+import re
 import shutil
 import stat
 import sys
@@ -90,6 +91,25 @@ def project_pins(path=CONSTRAINTS):
 def template_version():
     """This template package's version: the pin of a project's dev extra."""
     return pkg_resources.get_distribution('pylons_tcjson_template').version
+
+
+_HOST_NAME = re.compile(r'^\.?([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.?)+$'
+                        r'|^\[[0-9A-Fa-f:.]+\]$')
+
+
+def host_names(value):
+    """production_hosts -> the names, space separated, each checked: a
+    host name or IPv4 address (a leading dot allows the names under it),
+    or an IPv6 address in brackets."""
+    names = (value or '').replace(',', ' ').split()
+    if not names:
+        raise BadCommand('production_hosts: give at least one host name, '
+                         'e.g. www.example.com')
+    for name in names:
+        if not _HOST_NAME.match(name):
+            raise BadCommand('production_hosts: %r is not a host name (names are '
+                             'separated by spaces, without scheme or port)' % name)
+    return ' '.join(names)
 
 
 def positive_int(name, value, upper=None):
@@ -165,11 +185,9 @@ class PylonsTcjsonTemplate(Template):
             'expires', default='3600'),
         var('http_port', 'Port `paster serve development.ini` listens on',
             default='5000'),
-        var('template_engine', 'Template language (only mako is offered)',
-            default='mako'),
-        var('sqlalchemy', 'Not offered by this template: sessions need no '
-            'database (add SQLAlchemy yourself if the app needs one)',
-            default='false'),
+        var('production_hosts', 'Host names the site answers to in production, '
+            'e.g. "www.example.com example.com" (allowed_hosts of production.ini; '
+            'development answers localhost only)', default='localhost'),
         var('description', 'One-line description of the project', default=''),
         var('author', 'Author name', default=''),
         var('author_email', 'Author email', default=''),
@@ -208,6 +226,10 @@ class PylonsTcjsonTemplate(Template):
         vars['session_timeout'] = positive_int('session_timeout',
                                                vars['session_timeout'])
         vars['http_port'] = positive_int('http_port', vars['http_port'], 65535)
+        vars['production_hosts'] = host_names(vars.get('production_hosts'))
+        # Pylons' own template asks for these two; this one offers a single
+        # answer to each, so it does not ask, but a command line that
+        # expects another answer is told rather than ignored.
         engine = (vars.get('template_engine') or 'mako').strip().lower()
         if engine != 'mako':
             raise BadCommand('template_engine %r: this template ships Mako '
@@ -241,6 +263,9 @@ class PylonsTcjsonTemplate(Template):
         # constraints.txt_tmpl: the known-good pins, and the dev extra's.
         vars['project_pins'] = project_pins()
         vars['template_version'] = template_version()
+        # Where production.ini's waitress listens (127.0.0.1, behind the
+        # reverse proxy of deploy/nginx-site.conf).
+        vars['production_port'] = 8080
         # +dot+gitignore is written as .gitignore (PasteScript skips files
         # whose names start with a dot).
         vars['dot'] = '.'

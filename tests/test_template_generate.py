@@ -209,6 +209,9 @@ def test_interactive_prompts_for_the_variables(tmpdir):
     assert b'Enter tyrant_url' in output
     assert b'Enter session_timeout' in output
     assert b"['askme:session:']" in output        # the derived default
+    assert b'Enter production_hosts' in output
+    # Variables with a single possible answer are not asked.
+    assert b'template_engine' not in output and b'sqlalchemy' not in output
     dev = ini_settings(str(tmpdir.join('AskMe', 'development.ini')))
     assert dev['beaker.session.url'] == '127.0.0.1:4242'
     assert dev['beaker.session.prefix'] == 'askme:session:'
@@ -233,6 +236,8 @@ def test_interactive_prompts_for_the_variables(tmpdir):
     ('Good', ['session_prefix=a b'], 'must not contain spaces'),
     ('Good', ['template_engine=genshi'], 'Mako templates only'),
     ('Good', ['sqlalchemy=true'], 'does not set up SQLAlchemy'),
+    ('Good', ['production_hosts=https://www.example.com'], 'is not a host name'),
+    ('Good', ['production_hosts= '], 'give at least one host name'),
 ])
 def test_invalid_variables_rejected_before_writing(tmpdir, project_name,
                                                    variables, message):
@@ -260,7 +265,25 @@ for ini in ("development.ini", "test.ini", "production.ini"):
     assert code == 0, output
     production = open(os.path.join(project, 'production.ini')).read()
     assert '${' not in production
-    assert re.search(r'beaker.session.secret = \S{20,}', production)
+    # Two secrets, each its own: sessions' and the application's.
+    secrets = ini_settings(os.path.join(project, 'production.ini'))
+    assert re.match(r'^[0-9a-f]{48}$', secrets['beaker.session.secret'])
+    assert len(secrets['app_instance_secret']) >= 25
+    assert secrets['beaker.session.secret'] != secrets['app_instance_secret']
+    assert secrets['allowed_hosts'] == 'localhost'        # production_hosts' default
+    assert secrets['session_sample'] == 'false' and secrets['access_log'] == 'true'
+    server = ini_settings(os.path.join(project, 'production.ini'), 'server:main')
+    assert server['use'] == 'egg:waitress#main' and server['host'] == '127.0.0.1'
+    code, output = run([sys.executable, PASTER, 'setup-app', 'production.ini'], project, env)
+    assert code == 0 and 'needs no setup' in output, output
+    # A second make-config: new secrets, and the host names it is given.
+    code, output = run([sys.executable, PASTER, 'make-config', 'MyApp', 'other.ini',
+                        'allowed_hosts=www.example.com .example.org'], project, env)
+    assert code == 0, output
+    other = ini_settings(os.path.join(project, 'other.ini'))
+    assert other['allowed_hosts'] == 'www.example.com .example.org'
+    assert other['beaker.session.secret'] != secrets['beaker.session.secret']
+    os.remove(os.path.join(project, 'other.ini'))
     code, output = run([sys.executable, '-c', script], project, env)
     assert code == 0, output
     assert 'development.ini debug=True secure=false url=127.0.0.1:1978' in output
