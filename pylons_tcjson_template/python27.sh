@@ -124,7 +124,8 @@ EOF
 }
 
 # virtualenv 20.22 dropped Python 2 targets; an older one goes into CACHE
-# (never into the system) and is on PYTHONPATH for this one call.
+# (never into the system) and is on PYTHONPATH for this one call.  It runs
+# under python3 (with apt, python3 and its pip are installed when missing).
 make_venv() {
     local venv=$1 cache=$2 host_python venv_path=""
     step "virtualenv $(basename "$venv") (Python 2.7)"
@@ -133,9 +134,16 @@ make_venv() {
         return 0
     fi
     host_python=$(command -v python3 || true)
+    if [ -z "$host_python" ] && [ "$use_apt" = 1 ]; then
+        apt_install python3                  # not in a minimal Debian 12
+        host_python=$(command -v python3 || true)
+    fi
     [ -n "$host_python" ] || die "python3 is needed to run virtualenv"
     if ! "$host_python" -c 'import virtualenv, sys; v = tuple(int(p) for p in virtualenv.__version__.split(".")[:2]); sys.exit(v >= (20, 22))' 2>/dev/null; then
         if ! PYTHONPATH="$cache" "$host_python" -c 'import virtualenv' 2>/dev/null; then
+            if ! "$host_python" -m pip --version >/dev/null 2>&1 && [ "$use_apt" = 1 ]; then
+                apt_install python3-pip
+            fi
             note "installing virtualenv<20.22 into $cache for $host_python"
             "$host_python" -m pip install -q --disable-pip-version-check --target "$cache" 'virtualenv<20.22'
         fi
