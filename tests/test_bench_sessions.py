@@ -192,6 +192,7 @@ def test_report_keeps_the_sections_other_scripts_wrote(tmpdir):
     path = str(tmpdir.join('RESULTS.md'))
     with io.open(path, 'w', encoding='utf-8') as old:
         old.write(u'# Session backend benchmark\n\n## 1. Old part\n\nold rows\n\n'
+                  u'## 2. A part of its own under an older title\n\nold rows\n\n'
                   u'## Several servers (bench/pairs.py)\n\n| pair | 1 |\n')
     new = u'# Session backend benchmark\n\n## 1. Old part\n\nnew rows\n'
     run.write_report(path, new)

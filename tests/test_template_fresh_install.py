@@ -7,7 +7,6 @@ The one slow test of the suite (a new virtualenv, pip from its cache).
 import httplib
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -17,7 +16,7 @@ import pytest
 
 from pylons_tcjson_template.devtyrant.launcher import (TyrantProcess, end_process, free_port,
                                                        wait_for_port)
-from test_template_support import PASTER, generate, run
+from test_template_support import generate, run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HOST = 'www.example.com'          # the README's make-config names it
