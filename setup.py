@@ -1,7 +1,8 @@
 """pylons_tcjson_template: ``paster create -t pylons_tcjson MyApp``.
 
 Creates a Pylons 1.0 application whose Beaker sessions live in Tokyo Tyrant
-as plain JSON.  Install under constraints.txt (see README.txt).
+as plain JSON.  Install under pylons_tcjson_template/constraints.txt (see
+README.txt).
 """
 from setuptools import find_packages, setup
 

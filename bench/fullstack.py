@@ -2,11 +2,14 @@
 
 `generated_app()` runs ``paster create -t pylons_tcjson`` into a temporary
 directory (the real template, as a user would), and `Served` starts
-``paster serve`` (Paste's threaded HTTP server) on an ini derived from the
-generated development.ini: debug off, quiet logging, and either the
-template's ext:tcjson sessions (tcjson.TyrantSession) or, for comparison,
-Beaker's own Session over memory, ext:memcached or ext:redis -- nothing
-else differs.  wrk replays one session cookie at 1 and at 16 connections;
+``paster serve`` on an ini derived from the generated development.ini:
+debug off, quiet logging, and either the template's ext:tcjson sessions
+(tcjson.TyrantSession) or, for comparison, Beaker's own Session over
+memory, ext:memcached or ext:redis -- nothing else differs.  Each runs
+under development.ini's server (Paste's threaded HTTP server) and, in the
+rows labelled "waitress:", under production.ini's (waitress, its
+[server:main] section as the generated config/deployment.ini_tmpl has
+it).  wrk replays one session cookie at 1 and at 16 connections;
 lost_updates.py sends 8 threads of concurrent writes to one session.
 
 `mini_app_ini()` is the additional, NOT equivalent, comparison: a Pylons-less
@@ -134,9 +137,26 @@ def let_beaker_sessions_serve(path):
         out.write(text + CHOOSE_SESSION_CLASS)
 
 
-def derive_ini(source, target, port, session_type, url=None):
-    """Copy an ini with: debug off, WARN logging, port, session type."""
+WAITRESS = 'waitress: '
+
+
+def production_server(appdir):
+    """The [server:main] section of the generated production config
+    (config/deployment.ini_tmpl): waitress and its settings."""
+    text = open(os.path.join(appdir, 'benchapp', 'config', 'deployment.ini_tmpl')).read()
+    match = re.search(r'(?ms)^\[server:main\]\n.*?(?=^\[)', text)
+    if not match or 'egg:waitress#main' not in match.group(0):
+        raise Unavailable('the generated deployment.ini_tmpl no longer serves with '
+                          'waitress; bench/fullstack.py must follow it')
+    return match.group(0)
+
+
+def derive_ini(source, target, port, session_type, url=None, server=None):
+    """Copy an ini with: debug off, WARN logging, port, session type, and
+    `server` (a [server:main] section) in place of its own."""
     text = open(source).read()
+    if server:
+        text = re.sub(r'(?ms)^\[server:main\]\n.*?(?=^\[)', lambda m: server, text, 1)
     text = re.sub(r'(?m)^debug\s*=.*$', 'debug = false', text)
     text = re.sub(r'(?m)^#?\s*set debug\s*=.*$', 'set debug = false', text)
     text = re.sub(r'(?m)^port\s*=.*$', 'port = %d' % port, text)
@@ -237,6 +257,14 @@ def _to_us(text):
 
 
 WRK_SESSIONS = os.path.join(HERE, 'wrk_sessions.lua')
+
+
+def wrk_missing():
+    """Why wrk cannot run here, or None."""
+    for directory in os.environ.get('PATH', '').split(os.pathsep):
+        if os.access(os.path.join(directory, 'wrk'), os.X_OK):
+            return None
+    return 'wrk is not on PATH (./setup.sh --all installs it)'
 
 
 def wrk(url, cookies, connections, seconds):
@@ -399,21 +427,28 @@ def serve_generated(appdir, workdir, tyrant, peer_urls, measured, lost_only):
     those for the lost-update runs only to `lost_only` (appended one by one,
     so that the caller stops every one that started, even after an error)."""
     source = os.path.join(appdir, 'development.ini')
+    waitress = production_server(appdir)
+    warm_up = wrk_missing() is None
 
-    def serve(label, session_type, path, url=None, counter=None, warm_up=True,
-              many_sessions=False):
+    def serve(label, session_type, path, url=None, counter=None, warm_up=warm_up,
+              many_sessions=False, server=None):
         port = free_port()
         ini = derive_ini(source, os.path.join(appdir, 'bench-%d.ini' % port), port,
-                         session_type, url)
+                         session_type, url, server)
         return Site(label, ini, port, path, 'benchapp', [appdir], workdir,
                     counter, warm_up, many_sessions)
-    for session_type, path, label in (
-            ('ext:tcjson', VISIT_PATH, 'generated app %s, ext:tcjson' % VISIT_PATH),
-            ('memory', VISIT_PATH, 'generated app %s, memory' % VISIT_PATH),
-            ('ext:tcjson', '/session', 'generated app /session sample page, ext:tcjson')):
+    for session_type, path, label, server in (
+            ('ext:tcjson', VISIT_PATH, 'generated app %s, ext:tcjson' % VISIT_PATH, None),
+            ('memory', VISIT_PATH, 'generated app %s, memory' % VISIT_PATH, None),
+            ('ext:tcjson', VISIT_PATH, WAITRESS + 'generated app %s, ext:tcjson' % VISIT_PATH,
+             waitress),
+            ('memory', VISIT_PATH, WAITRESS + 'generated app %s, memory' % VISIT_PATH,
+             waitress),
+            ('ext:tcjson', '/session', 'generated app /session sample page, ext:tcjson',
+             None)):
         measured.append(serve(label, session_type, path,
                               counter=tyrant if session_type == 'ext:tcjson' else None,
-                              many_sessions=path == VISIT_PATH))
+                              many_sessions=path == VISIT_PATH, server=server))
     for session_type, url in sorted(peer_urls.items()):
         lost_only.append(serve('generated app, %s (Beaker Session)' % session_type,
                                session_type, VISIT_PATH, url, warm_up=False))
@@ -471,7 +506,7 @@ def run(tyrant, connections, seconds, progress, mini=True, rounds=4, peer_urls=N
         except Unavailable as exc:
             notes.append('generated app: NOT MEASURED: %s' % exc)
             progress('  full stack (generated app) not measured: %s' % exc)
-        if mini:
+        if mini and wrk_missing() is None:
             for session_type in ('ext:tcjson', 'memory'):
                 port = free_port()
                 ini = mini_app_ini(workdir, port, session_type, tyrant_url)
@@ -483,7 +518,12 @@ def run(tyrant, connections, seconds, progress, mini=True, rounds=4, peer_urls=N
                 except Unavailable as exc:
                     notes.append('mini app %s: NOT MEASURED: %s' % (session_type, exc))
                     progress('  mini app %s not measured: %s' % (session_type, exc))
-        rows = measure_interleaved(sites, connections, per_run, rounds, progress)
+        if wrk_missing():
+            notes.append('full-stack rows: NOT MEASURED: %s' % wrk_missing())
+            progress('  full-stack rows not measured: %s' % wrk_missing())
+            rows = []
+        else:
+            rows = measure_interleaved(sites, connections, per_run, rounds, progress)
         if lost_threads and lost_requests:
             tcjson_visit = [site for site in sites if site.label.startswith(
                 'generated app %s, ext:tcjson' % VISIT_PATH)]

@@ -127,7 +127,11 @@ def _diagnosis_table(diagnosis):
 
 
 def _part2(part2):
-    lines = ['', '## 2. Full stack: paster serve (threaded) + wrk, one session cookie', '',
+    lines = ['', '## 2. Full stack: paster serve (threaded) and waitress + wrk, one session '
+             'cookie', '',
+             'Rows labelled "waitress:" serve the same app and settings under production.ini\'s '
+             'server (waitress, 8 threads); the others under development.ini\'s (Paste\'s '
+             'threaded HTTP server), as `paster serve` runs each.  ' +
              '%d s of wrk per row, as %d runs of %d s; the rows take turns, run by run, so '
              'that a slow spell of the machine hits all of them. req/s = all requests / '
              "all seconds; p50 and p99 are the median run's.  Every request writes the "

@@ -37,6 +37,7 @@ import datetime
 import io
 import os
 import platform
+import re
 import signal
 import subprocess
 import sys
@@ -103,6 +104,7 @@ def machine_info(server_versions):
         ('redis-py', _dist_version('redis')),
         ('Pylons / Paste', '%s / %s' % (_dist_version('Pylons'),
                                         _dist_version('Paste'))),
+        ('waitress', _dist_version('waitress')),
     ]
     info.extend(sorted(server_versions.items()))
     try:
@@ -266,17 +268,25 @@ def parse_args(argv):
     return args
 
 
+# The heading of a section another script wrote: "## Several servers
+# (bench/pairs.py)".
+OTHER_SCRIPT = re.compile(r'\(bench/\w+\.py\)$')
+
+
 def write_report(path, text):
     """Write the report to `path`, keeping the sections other scripts put
-    there (bench/pairs.py adds "## Several servers"): every "## " section
-    of the old file whose heading this report does not have goes after it."""
+    there (bench/pairs.py adds "## Several servers (bench/pairs.py)"):
+    every "## " section of the old file whose heading names a script and
+    that this report does not have goes after it.  A section of this
+    report's own under an older heading is not kept."""
     kept = []
     if os.path.exists(path):
         with io.open(path, encoding='utf-8') as old:
             sections = old.read().split(u'\n## ')[1:]
         own = set(line for line in text.splitlines() if line.startswith(u'## '))
         kept = [section.rstrip(u'\n') for section in sections
-                if u'## ' + section.split(u'\n', 1)[0] not in own]
+                if u'## ' + section.split(u'\n', 1)[0] not in own
+                and OTHER_SCRIPT.search(section.split(u'\n', 1)[0].rstrip())]
     with io.open(path, 'w', encoding='utf-8') as out:
         out.write(u'\n\n'.join([text.rstrip(u'\n')] + [u'## ' + s for s in kept]) + u'\n')
 

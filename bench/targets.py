@@ -181,9 +181,11 @@ def serializer_info(part1):
             'session for memory too when given a serializer)')
 
 
-def fullstack_target(part2, floors):
+def fullstack_target(part2, floors, server=''):
+    """The generated app's visit rows under development.ini's server
+    (paster serve), or with `server` fullstack.WAITRESS, production.ini's."""
     gen = [r for r in part2['rows']
-           if r['label'].startswith('generated app ' + fullstack.VISIT_PATH)]
+           if r['label'].startswith(server + 'generated app ' + fullstack.VISIT_PATH)]
     verdicts, details = [], []
     for conns in sorted(set(r['connections'] for r in gen)):
         ours = [r for r in gen if r['connections'] == conns and r['label'].endswith('ext:tcjson')]
@@ -212,8 +214,33 @@ def fullstack_target(part2, floors):
             details[-1] += (' (about %.2f expected at best: memory plus the 3 bare round '
                             'trips of a write, %.0f us)' % (best, floor))
     details += many_sessions_info(gen)
-    return ('full stack (generated app, a write per request): tcjson req/s >= 0.85 x memory',
+    return ('full stack (generated app%s, a write per request): tcjson req/s >= 0.85 x memory'
+            % (' under waitress' if server else ''),
             _status(verdicts), '; '.join(details) or '; '.join(part2['notes']))
+
+
+def servers_info(part2):
+    """waitress (production.ini's server) next to paster serve
+    (development.ini's): req/s of the same rows, and the app's CPU."""
+    rows = dict(((r['label'], r['connections']), r) for r in part2['rows'])
+    details = []
+    for session_type in ('ext:tcjson', 'memory'):
+        label = 'generated app %s, %s' % (fullstack.VISIT_PATH, session_type)
+        for conns in sorted(set(c for l, c in rows if l == label)):
+            paste, waitress = rows.get((label, conns)), rows.get((fullstack.WAITRESS + label, conns))
+            if not (paste and waitress and paste['rps'] > 0):
+                continue
+            cpu = ''
+            if paste.get('app_cpu_us') and waitress.get('app_cpu_us'):
+                cpu = ', app CPU %.0f vs %.0f us/req' % (waitress['app_cpu_us'],
+                                                          paste['app_cpu_us'])
+            details.append('%s c=%d: %.0f vs %.0f req/s = %.2fx%s' % (
+                session_type, conns, waitress['rps'], paste['rps'],
+                waitress['rps'] / paste['rps'], cpu))
+    if not details:
+        return None
+    return ('(info) waitress (production.ini) vs paster serve (development.ini), same app',
+            'info', '; '.join(details))
 
 
 def many_sessions_info(gen):
@@ -275,6 +302,8 @@ def judge(part1, part2, part3, diagnosis=None):
         floors_info(part1),
         lost_updates_target(part2),
         fullstack_target(part2, part1.get('floors')),
+        fullstack_target(part2, part1.get('floors'), fullstack.WAITRESS),
+        servers_info(part2),
         purge_target(part3),
     ]
     return [line for line in lines if line is not None]

@@ -4,14 +4,18 @@
     tcjson-demo --dir /tmp/d --port 8080 --tyrant-port 19780
 
 1. ``paster create -t pylons_tcjson`` makes the project TcjsonDemo in the
-   directory (default ./demo); an existing directory is reused as it is.
+   directory (default ./demo); an existing directory is reused, with the
+   ports of its development.ini unless --port or --tyrant-port name others,
+   which are then written into it (the sessions stay in its
+   data/tyrant/sessions.tch whatever the port).
 2. ``python setup.py develop --no-deps`` installs it into this Python's
    environment unless it is installed from that directory already
    (``--no-install`` skips this; the children then find the project
    through PYTHONPATH).
 3. ``paster tyrant development.ini`` starts a Tokyo Tyrant server (ttserver
-   if on PATH, else the project's lib/devtyrant) on the INI's
-   beaker.session.url, records in ``data/tyrant/sessions.tch``.
+   if on PATH, else tcjson-tyrant, from this package) on the INI's
+   beaker.session.url with the project's lib/tcjson.lua, records in
+   ``data/tyrant/sessions.tch``.
 4. ``paster serve development.ini`` serves the application (Paste's
    threaded HTTP server).  The URL is printed; Ctrl-C stops both.
 """
@@ -94,14 +98,51 @@ def install(target, out=sys.stdout):
         raise SystemExit('setup.py develop failed:\n%s' % output)
 
 
+def _set_ini_value(path, section, option, value):
+    """Rewrite the `option = value` line of [section], keeping the rest of
+    the file (comments included) as it is."""
+    lines = open(path).read().splitlines(True)
+    current = None
+    for index, line in enumerate(lines):
+        stripped = line.strip()
+        if stripped.startswith('[') and stripped.endswith(']'):
+            current = stripped[1:-1]
+        elif current == section and not stripped.startswith('#') \
+                and stripped.split('=', 1)[0].strip() == option:
+            lines[index] = '%s = %s\n' % (option, value)
+            with open(path, 'w') as out:
+                out.write(''.join(lines))
+            return
+    raise SystemExit('%s has no %s in [%s]' % (path, option, section))
+
+
+def use_ports(target, http_port, tyrant_port, out=sys.stdout):
+    """Write the ports asked for (None: keep) into an existing demo's
+    development.ini, saying what changed."""
+    ini = os.path.join(target, 'development.ini')
+    _, old_http, tyrant_host, old_tyrant = read_addresses(target)
+    if http_port is not None and http_port != old_http:
+        _set_ini_value(ini, 'server:main', 'port', str(http_port))
+        print('HTTP port %d (development.ini said %d: updated)' % (http_port, old_http),
+              file=out)
+    if tyrant_port is not None and tyrant_port != old_tyrant:
+        _set_ini_value(ini, 'app:main', 'beaker.session.url',
+                       '%s:%d' % (tyrant_host, tyrant_port))
+        print('Tyrant port %d (development.ini said %d: updated)'
+              % (tyrant_port, old_tyrant), file=out)
+
+
 def read_addresses(target):
     """(http host, http port, tyrant host, tyrant port) from development.ini."""
     parser = ConfigParser.RawConfigParser()
     parser.read(os.path.join(target, 'development.ini'))
     http_host = parser.get('server:main', 'host')
     http_port = int(parser.get('server:main', 'port'))
-    tyrant_host, _, tyrant_port = parser.get(
-        'app:main', 'beaker.session.url').rpartition(':')
+    url = parser.get('app:main', 'beaker.session.url')
+    tyrant_host, _, tyrant_port = url.rpartition(':')
+    if not tyrant_port.isdigit() or '|' in url or ';' in url:
+        raise SystemExit('%s: beaker.session.url = %s is not the one server the '
+                         'demo starts; use --dir with a new directory' % (target, url))
     return http_host, http_port, tyrant_host, int(tyrant_port)
 
 
@@ -112,20 +153,26 @@ def _stop(process, name, out):
     end_process(process, signal.SIGTERM)
 
 
-def run(target, install_project=True, http_port=5000, tyrant_port=1978,
+DEFAULT_HTTP_PORT, DEFAULT_TYRANT_PORT = 5000, 1978
+
+
+def run(target, install_project=True, http_port=None, tyrant_port=None,
         out=sys.stdout, ready=None):
     """Generate (if needed), install (if needed) and serve; blocks until
-    Ctrl-C or SIGTERM.  `ready(url)` is called once the site answers."""
+    Ctrl-C or SIGTERM.  `ready(url)` is called once the site answers.
+    Ports None: a new demo's defaults, an existing demo's own."""
     target = os.path.abspath(target)
     if os.path.exists(os.path.join(target, 'development.ini')):
         print('Reusing %s' % target, file=out)
+        use_ports(target, http_port, tyrant_port, out)
     elif os.path.exists(target) and os.listdir(target):
         raise SystemExit('%s exists but holds no generated project; choose '
                          'another --dir' % target)
     else:
         if os.path.isdir(target):
             os.rmdir(target)
-        generate(target, http_port, tyrant_port, out)
+        generate(target, http_port or DEFAULT_HTTP_PORT,
+                 tyrant_port or DEFAULT_TYRANT_PORT, out)
     env = dict(os.environ)
     if install_project:
         if not installed_from(target):
@@ -138,8 +185,8 @@ def run(target, install_project=True, http_port=5000, tyrant_port=1978,
 
     http_host, http_port, tyrant_host, tyrant_port = read_addresses(target)
     if _listening(http_host, http_port):
-        raise SystemExit('Port %d is in use: stop what runs there, or use '
-                         '--dir with a new directory and --port' % http_port)
+        raise SystemExit('Port %d is in use: stop what runs there, or give '
+                         'another --port' % http_port)
     tyrant = server = None
     stop_signals = {}
 
@@ -195,10 +242,10 @@ def main(argv=None):
                     'for its sessions and serve it.  Ctrl-C stops both.')
     parser.add_option('--dir', default='demo',
                       help='project directory, reused if it exists (default ./demo)')
-    parser.add_option('--port', type='int', default=5000,
-                      help='HTTP port of a newly generated demo (default 5000)')
-    parser.add_option('--tyrant-port', type='int', default=1978,
-                      help='Tyrant port of a newly generated demo (default 1978)')
+    parser.add_option('--port', type='int',
+                      help='HTTP port (default: 5000, or the existing demo\'s)')
+    parser.add_option('--tyrant-port', type='int',
+                      help='Tyrant port (default: 1978, or the existing demo\'s)')
     parser.add_option('--no-install', action='store_true',
                       help='do not install the project into this environment')
     options, args = parser.parse_args(argv)

@@ -6,10 +6,11 @@
 
 Every variable is checked in `check_vars`, which PasteScript calls before a
 single file is written, so a typo never leaves half a project behind.  The
-Tyrant backend (``tcjson.py``, with ``tyrant.py``, its connections to the
-servers) and the development server (``devtyrant/``) have one source, in
-this package; `post` copies them into the new project's ``lib/`` so the
-project runs without this template package installed.
+session backend's modules (`LIB_MODULES`) have one source, in this package;
+`post` copies them into the new project's ``lib/`` so the project runs
+without this template package installed.  Its development tools
+(tcjson-tyrant, ``paster tyrant``, the Tyrant server its tests start) are
+not copied: they come from this package, the project's ``dev`` extra.
 """
 from __future__ import absolute_import
 
@@ -19,9 +20,12 @@ import imp
 import json
 import keyword
 import os
+import re
 import shutil
+import stat
 import sys
 
+import pkg_resources
 from paste.script.command import BadCommand
 from paste.script.templates import Template, var
 from paste.util.template import paste_script_template_renderer
@@ -29,13 +33,26 @@ from paste.util.template import paste_script_template_renderer
 from pylons_tcjson_template import tyrant
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-BACKEND_SOURCE = os.path.join(HERE, 'tcjson.py')
-# The single-source modules copied into a project's lib/, in layer order:
-# the servers, records, the session class and its server half, sessions
-# per user, purge.
-LIB_SOURCES = ('tyrant.py', 'records.py', 'tcjson.py', 'tcjson.lua', 'user_sessions.py',
+
+# What the running application needs from this package, copied as they are
+# into <package>/lib/ of every new project (one source, here), in layer
+# order: the connections to the servers, records, the Beaker backend and
+# its server half (which every Tyrant server loads: ttserver -ext),
+# sessions per user, purge.
+# A module added to the backend is added here, and nowhere else.
+LIB_MODULES = ('tyrant.py', 'records.py', 'tcjson.py', 'tcjson.lua', 'user_sessions.py',
                'purge.py')
-DEVTYRANT_SOURCE = os.path.join(HERE, 'devtyrant')
+
+# The shell functions of setup.sh (Python 2.7 on Debian 12, the virtualenv),
+# shared with this repository's own setup.sh; the project's setup.sh
+# sources them from here.
+SETUP_FUNCTIONS = ('python27.sh', os.path.join('deploy', 'python27.sh'))
+
+# The known-good pins, one list for this repository and every project.  A
+# project's constraints.txt gets the lines after the file's header (its
+# leading comment lines, up to the first bare '#') and before this line.
+CONSTRAINTS = os.path.join(HERE, 'constraints.txt')
+REPOSITORY_ONLY = '# ---- this repository only'
 
 # Names a generated package must not take: it would shadow what the
 # application itself imports.
@@ -60,6 +77,41 @@ def split_url(url):
         return tyrant.canonical_url(tyrant.parse_servers(url, 'tyrant_url'))
     except tyrant.ConfigError as exc:
         raise BadCommand(str(exc))
+
+
+def project_pins(path=CONSTRAINTS):
+    """The pins (and their comments) of `path` that a generated project
+    gets in its own constraints.txt, as one string."""
+    lines = open(path).read().splitlines()
+    ends = [n for n, line in enumerate(lines) if line.startswith(REPOSITORY_ONLY)]
+    if '#' not in lines or not ends:
+        raise BadCommand('%s: no header ending in a bare "#" line, or no line '
+                         'starting %r' % (path, REPOSITORY_ONLY))
+    return '\n'.join(lines[lines.index('#') + 1:ends[0]])
+
+
+def template_version():
+    """This template package's version: the pin of a project's dev extra."""
+    return pkg_resources.get_distribution('pylons_tcjson_template').version
+
+
+_HOST_NAME = re.compile(r'^\.?([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.?)+$'
+                        r'|^\[[0-9A-Fa-f:.]+\]$')
+
+
+def host_names(value):
+    """production_hosts -> the names, space separated, each checked: a
+    host name or IPv4 address (a leading dot allows the names under it),
+    or an IPv6 address in brackets."""
+    names = (value or '').replace(',', ' ').split()
+    if not names:
+        raise BadCommand('production_hosts: give at least one host name, '
+                         'e.g. www.example.com')
+    for name in names:
+        if not _HOST_NAME.match(name):
+            raise BadCommand('production_hosts: %r is not a host name (names are '
+                             'separated by spaces, without scheme or port)' % name)
+    return ' '.join(names)
 
 
 def positive_int(name, value, upper=None):
@@ -135,11 +187,9 @@ class PylonsTcjsonTemplate(Template):
             'expires', default='3600'),
         var('http_port', 'Port `paster serve development.ini` listens on',
             default='5000'),
-        var('template_engine', 'Template language (only mako is offered)',
-            default='mako'),
-        var('sqlalchemy', 'Not offered by this template: sessions need no '
-            'database (add SQLAlchemy yourself if the app needs one)',
-            default='false'),
+        var('production_hosts', 'Host names the site answers to in production, '
+            'e.g. "www.example.com example.com" (allowed_hosts of production.ini; '
+            'development answers localhost only)', default='localhost'),
         var('description', 'One-line description of the project', default=''),
         var('author', 'Author name', default=''),
         var('author_email', 'Author email', default=''),
@@ -178,6 +228,10 @@ class PylonsTcjsonTemplate(Template):
         vars['session_timeout'] = positive_int('session_timeout',
                                                vars['session_timeout'])
         vars['http_port'] = positive_int('http_port', vars['http_port'], 65535)
+        vars['production_hosts'] = host_names(vars.get('production_hosts'))
+        # Pylons' own template asks for these two; this one offers a single
+        # answer to each, so it does not ask, but a command line that
+        # expects another answer is told rather than ignored.
         engine = (vars.get('template_engine') or 'mako').strip().lower()
         if engine != 'mako':
             raise BadCommand('template_engine %r: this template ships Mako '
@@ -192,9 +246,11 @@ class PylonsTcjsonTemplate(Template):
         for name in ('description', 'author', 'author_email', 'url'):
             vars[name] = vars.get(name) or ''
         vars['version'] = str(vars.get('version') or '0.1')
-        if not os.path.isfile(BACKEND_SOURCE):
-            raise BadCommand('%s is missing: this template package is '
-                             'incomplete' % BACKEND_SOURCE)
+        missing = [name for name in LIB_MODULES + (SETUP_FUNCTIONS[0], CONSTRAINTS)
+                   if not os.path.isfile(os.path.join(HERE, name))]
+        if missing:
+            raise BadCommand('%s missing from %s: this template package is '
+                             'incomplete' % (', '.join(missing), HERE))
         return vars
 
     def pre(self, command, output_dir, vars):
@@ -206,28 +262,29 @@ class PylonsTcjsonTemplate(Template):
         # `paster make-config`.
         vars.setdefault('session_secret', new_secret())
         vars.setdefault('app_instance_secret', new_secret())
+        # constraints.txt_tmpl: the known-good pins, and the dev extra's.
+        vars['project_pins'] = project_pins()
+        vars['template_version'] = template_version()
+        # Where production.ini's waitress listens (127.0.0.1, behind the
+        # reverse proxy of deploy/nginx-site.conf).
+        vars['production_port'] = 8080
+        # +dot+gitignore is written as .gitignore (PasteScript skips files
+        # whose names start with a dot).
+        vars['dot'] = '.'
 
     def post(self, command, output_dir, vars):
-        """Copy the single-source modules into <package>/lib/."""
-        lib_dir = os.path.join(output_dir, vars['package'], 'lib')
-        copies = [(os.path.join(HERE, name), os.path.join(lib_dir, name))
-                  for name in LIB_SOURCES]
-        for root, dirs, files in os.walk(DEVTYRANT_SOURCE):
-            dirs[:] = [d for d in dirs if d != '__pycache__']
-            rel = os.path.relpath(root, DEVTYRANT_SOURCE)
-            for name in sorted(files):
-                if name.endswith(('.pyc', '.pyo')):
-                    continue
-                target = os.path.normpath(
-                    os.path.join(lib_dir, 'devtyrant', rel, name))
-                copies.append((os.path.join(root, name), target))
-        for source, target in copies:
+        """Copy the single-source files into the project: LIB_MODULES into
+        <package>/lib/, setup.sh's functions into deploy/; make setup.sh
+        executable (PasteScript keeps no file modes)."""
+        copies = [(name, os.path.join(vars['package'], 'lib', name))
+                  for name in LIB_MODULES] + [SETUP_FUNCTIONS]
+        for name, target in copies:
             if command.verbose:
-                print('  Copying %s to %s' % (
-                    os.path.relpath(source, HERE),
-                    os.path.relpath(target, output_dir)))
-            if command.simulate:
-                continue
-            if not os.path.isdir(os.path.dirname(target)):
-                os.makedirs(os.path.dirname(target))
-            shutil.copyfile(source, target)
+                print('  Copying %s to %s' % (name, target))
+            if not command.simulate:
+                shutil.copyfile(os.path.join(HERE, name),
+                                os.path.join(output_dir, target))
+        script = os.path.join(output_dir, 'setup.sh')
+        if not command.simulate:
+            mode = os.stat(script).st_mode
+            os.chmod(script, mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)

@@ -127,11 +127,15 @@ def test_lost_updates_are_counted(quick_run):
             assert row and row[0] == '40', row
 
 
+def _no_wrk(stdout):
+    return [l for l in stdout.splitlines() if 'full-stack rows: NOT MEASURED' in l]
+
+
 @pytest.mark.timeout(300)
 def test_wrk_spreads_sessions_over_connections(quick_run):
     code, stdout, _ = quick_run
-    if _skipped_tcjson(stdout):
-        pytest.skip(_skipped_tcjson(stdout)[0])
+    if _skipped_tcjson(stdout) or _no_wrk(stdout):
+        pytest.skip((_skipped_tcjson(stdout) or _no_wrk(stdout))[0])
     row = table_row(stdout, 'generated app /benchvisit/index, ext:tcjson, '
                             'one session per connection')
     assert row, stdout[-3000:]
@@ -140,6 +144,28 @@ def test_wrk_spreads_sessions_over_connections(quick_run):
     # Each request carried a stored session's cookie: a write of 5
     # commands (a request without one would be a new session: 1 put).
     assert 4.9 <= commands <= 5.5, row
+
+
+@pytest.mark.timeout(300)
+def test_the_generated_app_under_waitress_and_paster_serve(quick_run):
+    """The same app and settings under production.ini's server (waitress)
+    and development.ini's (paster serve), memory sessions beside each."""
+    code, stdout, _ = quick_run
+    if _skipped_tcjson(stdout) or _no_wrk(stdout):
+        pytest.skip((_skipped_tcjson(stdout) or _no_wrk(stdout))[0])
+    def row_at_2_connections(label):          # part 2's table, not 2b's
+        return table_row(stdout, label + ' | 2')
+    for label in ('generated app /benchvisit/index, ext:tcjson',
+                  'generated app /benchvisit/index, memory',
+                  'waitress: generated app /benchvisit/index, ext:tcjson',
+                  'waitress: generated app /benchvisit/index, memory'):
+        row = row_at_2_connections(label)
+        assert row and int(row[4]) > 0 and row[5] == '0', (label, row)
+    tcjson = row_at_2_connections('waitress: generated app /benchvisit/index, ext:tcjson')
+    assert 4.9 <= float(tcjson[6]) <= 5.5, tcjson        # the same 5 commands a write
+    assert [l for l in stdout.splitlines() if l.startswith('TARGET ')
+            and 'under waitress' in l and 'req/s >= 0.85 x memory' in l]
+    assert [l for l in stdout.splitlines() if 'waitress (production.ini) vs paster serve' in l]
 
 
 def table_row(stdout, label):
@@ -166,6 +192,7 @@ def test_report_keeps_the_sections_other_scripts_wrote(tmpdir):
     path = str(tmpdir.join('RESULTS.md'))
     with io.open(path, 'w', encoding='utf-8') as old:
         old.write(u'# Session backend benchmark\n\n## 1. Old part\n\nold rows\n\n'
+                  u'## 2. A part of its own under an older title\n\nold rows\n\n'
                   u'## Several servers (bench/pairs.py)\n\n| pair | 1 |\n')
     new = u'# Session backend benchmark\n\n## 1. Old part\n\nnew rows\n'
     run.write_report(path, new)

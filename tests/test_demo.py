@@ -21,9 +21,9 @@ DEMO = os.path.join(os.path.dirname(os.path.abspath(sys.executable)),
 
 def start_demo(directory, http_port, tyrant_port, log):
     out = open(log, 'ab')
+    ports = ['--port', str(http_port), '--tyrant-port', str(tyrant_port)] if http_port else []
     process = subprocess.Popen(
-        [sys.executable, DEMO, '--dir', directory, '--port', str(http_port),
-         '--tyrant-port', str(tyrant_port), '--no-install'],
+        [sys.executable, DEMO, '--dir', directory, '--no-install'] + ports,
         stdout=out, stderr=subprocess.STDOUT)
     out.close()
     deadline = time.time() + 120
@@ -65,12 +65,28 @@ def test_demo_generates_serves_stops_and_reuses(tmpdir):
     assert os.path.isfile(os.path.join(directory, 'data', 'tyrant',
                                        'sessions.tch'))
 
-    # Second run: the directory is reused and the sessions are still there.
+    # Second run, other ports: the directory is reused, the ports asked for
+    # are used (and written into its INI), the sessions are still there.
     log = str(tmpdir.join('demo-again.log'))
-    process = start_demo(directory, free_port(), free_port(), log)
+    new_http, new_tyrant = free_port(), free_port()
+    process = start_demo(directory, new_http, new_tyrant, log)
     try:
-        assert 'Reusing %s' % directory in open(log).read()
-        assert visits(opener, http_port) == 3     # ports come from the INI
+        output = open(log).read()
+        assert 'Reusing %s' % directory in output
+        assert 'HTTP port %d (development.ini said %d: updated)' % (new_http, http_port) in output
+        assert 'Tyrant port %d (development.ini said %d: updated)' % (
+            new_tyrant, tyrant_port) in output
+        assert wait_for_port(new_tyrant, timeout=1)
+        assert visits(opener, new_http) == 3
+    finally:
+        assert stop_demo(process) == 0, open(log).read()
+
+    # Third run without ports: the INI's, now the new ones.
+    log = str(tmpdir.join('demo-third.log'))
+    process = start_demo(directory, None, None, log)
+    try:
+        assert 'updated' not in open(log).read()
+        assert visits(opener, new_http) == 4
     finally:
         assert stop_demo(process) == 0, open(log).read()
 

@@ -37,3 +37,24 @@ def test_missing_python_gives_instructions_not_a_traceback():
     assert 'no working python2.7' in err
     assert 'pyenv install 2.7' in err
     assert 'Traceback' not in err
+
+
+def test_peers_only_when_asked_and_the_tests_that_skip_without_them(tmpdir):
+    """Without --all the benchmark and browser peers are not installed; on
+    a PATH without them the script names the tests that will skip."""
+    bin_dir = tmpdir.mkdir('bin')
+    for tool in ('bash', 'dirname', 'basename', 'cat', 'md5sum', 'cut', 'sed', 'python3'):
+        found = subprocess.check_output(['bash', '-c', 'command -v ' + tool]).strip()
+        bin_dir.join(tool).mksymlinkto(found)
+    code, out, err = run_setup(PYTHON27=os.path.join(ROOT, '.venv', 'bin', 'python'),
+                               PATH=str(bin_dir))
+    assert code == 0, err
+    listed = out.split('not installed (./setup.sh --all installs them)', 1)[1]
+    for peer, tests in (('memcached', 'ext:memcached rows'), ('redis-server', 'ext:redis rows'),
+                        ('wrk', 'full-stack (wrk) rows'),
+                        ('chromium', 'tests/test_template_browser.py')):
+        assert '%s: ' % peer in listed and tests in listed, (peer, out)
+    script = open(SETUP).read()
+    assert 'apt_install libtokyocabinet9 tokyocabinet-bin "${peers[@]}"' in script
+    assert script.count('"${peers[@]}"') == 2          # installed with --all only
+    assert '--all' in open(os.path.join(ROOT, '.ci', 'run')).read()

@@ -24,9 +24,8 @@ EXPECTED_FILES = """
     myapp/controllers/home.py myapp/controllers/session.py
     myapp/lib/__init__.py myapp/lib/app_globals.py myapp/lib/base.py
     myapp/lib/helpers.py myapp/lib/session_errors.py myapp/lib/tcjson.py
-    myapp/lib/csrf.py
-    myapp/lib/devtyrant/__init__.py myapp/lib/devtyrant/launcher.py
-    myapp/lib/devtyrant/server.py
+    myapp/lib/csrf.py myapp/lib/tyrant.py myapp/lib/user_sessions.py
+    myapp/lib/tcjson.lua
     myapp/model/__init__.py
     myapp/public/favicon.ico myapp/public/style.css
     myapp/templates/base.mako myapp/templates/home.mako
@@ -65,21 +64,64 @@ def test_layout(project):
 
 
 def test_single_source_modules_are_copied(project):
+    from pylons_tcjson_template.template import LIB_MODULES
     lib = os.path.join(project, 'myapp', 'lib')
-    assert filecmp.cmp(os.path.join(SOURCE, 'tcjson.py'),
-                       os.path.join(lib, 'tcjson.py'), shallow=False)
-    source_dir = os.path.join(SOURCE, 'devtyrant')
-    for name in os.listdir(source_dir):
-        if name.endswith('.py'):
-            assert filecmp.cmp(os.path.join(source_dir, name),
-                               os.path.join(lib, 'devtyrant', name),
-                               shallow=False), name
-    assert not [n for n in os.listdir(os.path.join(lib, 'devtyrant'))
-                if n.endswith('.pyc')]
-    # ...and they are not duplicated inside the template tree.
+    assert {'tcjson.py', 'tcjson.lua', 'tyrant.py', 'user_sessions.py'} <= set(LIB_MODULES)
     template_lib = os.path.join(SOURCE, 'template', '+package+', 'lib')
-    assert not os.path.exists(os.path.join(template_lib, 'tcjson.py'))
-    assert not os.path.exists(os.path.join(template_lib, 'devtyrant'))
+    for name in LIB_MODULES:
+        assert filecmp.cmp(os.path.join(SOURCE, name), os.path.join(lib, name),
+                           shallow=False), name
+        # ...and not duplicated inside the template tree.
+        assert not os.path.exists(os.path.join(template_lib, name + '_tmpl')), name
+        assert not os.path.exists(os.path.join(template_lib, name)), name
+
+
+def test_development_tools_are_not_copied(project):
+    """tcjson-tyrant and `paster tyrant` come from this package (the
+    project's dev extra): lib/ holds what the running application needs."""
+    lib = os.path.join(project, 'myapp', 'lib')
+    assert not os.path.exists(os.path.join(lib, 'devtyrant'))
+    for path in all_files(project):
+        if path.endswith(('.py', '.txt', '.ini', '.cfg', '.mako')):
+            assert 'lib/devtyrant' not in open(path).read(), path
+            assert 'lib.devtyrant' not in open(path).read(), path
+    setup_py = open(os.path.join(project, 'setup.py')).read()
+    assert "extras_require={'dev': dev_requires}" in setup_py
+    assert "'pylons_tcjson_template'" in setup_py
+
+
+def pins(text):
+    """{name: version} of the `name==version` lines of a constraints file."""
+    found = {}
+    for line in text.splitlines():
+        if '==' in line and not line.startswith('#'):
+            name, version = line.split('==')
+            found[name.strip().lower()] = version.strip()
+    return found
+
+
+def test_constraints_come_from_the_one_list(project):
+    from pylons_tcjson_template import template
+    source = open(template.CONSTRAINTS).read()
+    shared, repository_only = source.split("\n" + template.REPOSITORY_ONLY, 1)
+    ours = pins(open(os.path.join(project, 'constraints.txt')).read())
+    dev_pin = ours.pop('pylons_tcjson_template')
+    assert dev_pin == template.template_version()
+    assert ours == pins(shared)
+    assert {'pylons', 'pastescript', 'tempita', 'waitress', 'nose', 'webtest'} <= set(ours)
+    # The repository's own bench peers and test runner stay out.
+    for name in ('pytest', 'redis', 'python-memcached'):
+        assert name in repository_only and name not in ours, name
+    setup_py = open(os.path.join(project, 'setup.py')).read()
+    assert "python_requires='>=2.7,<3'" in setup_py
+
+
+def test_setup_py_refuses_python_3(project):
+    """`python setup.py develop` under Python 3 stops before it installs."""
+    code, output = run(['python3', 'setup.py', 'develop', '--dry-run'], project)
+    assert code != 0
+    assert 'MyApp needs Python 2.7 (Pylons 1.0)' in output, output
+    assert not os.path.exists(os.path.join(project, 'build'))
 
 
 def test_no_template_syntax_left(project):
@@ -167,6 +209,9 @@ def test_interactive_prompts_for_the_variables(tmpdir):
     assert b'Enter tyrant_url' in output
     assert b'Enter session_timeout' in output
     assert b"['askme:session:']" in output        # the derived default
+    assert b'Enter production_hosts' in output
+    # Variables with a single possible answer are not asked.
+    assert b'template_engine' not in output and b'sqlalchemy' not in output
     dev = ini_settings(str(tmpdir.join('AskMe', 'development.ini')))
     assert dev['beaker.session.url'] == '127.0.0.1:4242'
     assert dev['beaker.session.prefix'] == 'askme:session:'
@@ -191,6 +236,8 @@ def test_interactive_prompts_for_the_variables(tmpdir):
     ('Good', ['session_prefix=a b'], 'must not contain spaces'),
     ('Good', ['template_engine=genshi'], 'Mako templates only'),
     ('Good', ['sqlalchemy=true'], 'does not set up SQLAlchemy'),
+    ('Good', ['production_hosts=https://www.example.com'], 'is not a host name'),
+    ('Good', ['production_hosts= '], 'give at least one host name'),
 ])
 def test_invalid_variables_rejected_before_writing(tmpdir, project_name,
                                                    variables, message):
@@ -218,7 +265,25 @@ for ini in ("development.ini", "test.ini", "production.ini"):
     assert code == 0, output
     production = open(os.path.join(project, 'production.ini')).read()
     assert '${' not in production
-    assert re.search(r'beaker.session.secret = \S{20,}', production)
+    # Two secrets, each its own: sessions' and the application's.
+    secrets = ini_settings(os.path.join(project, 'production.ini'))
+    assert re.match(r'^[0-9a-f]{48}$', secrets['beaker.session.secret'])
+    assert len(secrets['app_instance_secret']) >= 25
+    assert secrets['beaker.session.secret'] != secrets['app_instance_secret']
+    assert secrets['allowed_hosts'] == 'localhost'        # production_hosts' default
+    assert secrets['session_sample'] == 'false' and secrets['access_log'] == 'true'
+    server = ini_settings(os.path.join(project, 'production.ini'), 'server:main')
+    assert server['use'] == 'egg:waitress#main' and server['host'] == '127.0.0.1'
+    code, output = run([sys.executable, PASTER, 'setup-app', 'production.ini'], project, env)
+    assert code == 0 and 'needs no setup' in output, output
+    # A second make-config: new secrets, and the host names it is given.
+    code, output = run([sys.executable, PASTER, 'make-config', 'MyApp', 'other.ini',
+                        'allowed_hosts=www.example.com .example.org'], project, env)
+    assert code == 0, output
+    other = ini_settings(os.path.join(project, 'other.ini'))
+    assert other['allowed_hosts'] == 'www.example.com .example.org'
+    assert other['beaker.session.secret'] != secrets['beaker.session.secret']
+    os.remove(os.path.join(project, 'other.ini'))
     code, output = run([sys.executable, '-c', script], project, env)
     assert code == 0, output
     assert 'development.ini debug=True secure=false url=127.0.0.1:1978' in output

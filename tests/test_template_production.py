@@ -1,5 +1,6 @@
 """A generated project as production runs it: the production.ini that
-`paster make-config` writes, served by `paster serve` with debug off.
+`paster make-config` writes, served by `paster serve` (waitress) with debug
+off, behind a proxy on 127.0.0.1 (here: the test itself).
 
 What must not leak there: session ids and session contents into error
 mails and logs (WebError reports the whole request of every 500), and the
@@ -20,6 +21,7 @@ from test_template_support import (PASTER, Served, generate, project_env, run,
                                    set_ini_value)
 
 SECRET = 'CARD-4111-1111-1111-1111'
+HOST = 'prod.example.test'            # production_hosts: the site's name
 BUG = 'a bug in a controller'
 
 # A controller of the project's own, with a bug: it loads the session (as
@@ -78,7 +80,8 @@ def production(tmpdir_factory):
     base = tmpdir_factory.mktemp('production')
     tyrant = TyrantProcess('*').start()
     try:
-        project = generate(base, 'ProdApp', 'tyrant_url=%s' % tyrant.url)
+        project = generate(base, 'ProdApp', 'tyrant_url=%s' % tyrant.url,
+                           'production_hosts=%s' % HOST)
         env = project_env(project)
         code, output = run([sys.executable, PASTER, 'make-config', 'ProdApp',
                             'production.ini'], project, env)
@@ -97,16 +100,26 @@ def serve(project, env, ini, log):
     return Served(project, env, ini=os.path.basename(ini), port=port, log=log)
 
 
-def get(port, path, cookie=None):
-    """(status, body, Set-Cookie) of a GET.  The production cookie is
-    Secure, which a cookie jar would not send over plain HTTP: sent by hand."""
+def request(port, path, cookie=None, method='GET', headers=None):
+    """(status, body, response) of a request for HOST.  The production
+    cookie is Secure, which a cookie jar would not send over plain HTTP:
+    sent by hand."""
     connection = httplib.HTTPConnection('127.0.0.1', port, timeout=15)
+    headers = dict(headers or {}, Host=HOST)
+    if cookie:
+        headers['Cookie'] = cookie
     try:
-        connection.request('GET', path, headers={'Cookie': cookie} if cookie else {})
+        connection.request(method, path, headers=headers)
         response = connection.getresponse()
-        return response.status, response.read(), response.getheader('Set-Cookie')
+        return response.status, response.read(), response
     finally:
         connection.close()
+
+
+def get(port, path, cookie=None):
+    """(status, body, Set-Cookie) of a GET."""
+    status, body, response = request(port, path, cookie)
+    return status, body, response.getheader('Set-Cookie')
 
 
 def test_production_config_mails_no_placeholder_address(production):
@@ -160,7 +173,7 @@ def test_the_503_page_shows_no_internals(production, tmpdir):
     with serve(project, env, ini, log) as served:
         tyrant.stop()
         try:
-            status, body, _ = get(served.port, '/session')
+            status, body, _ = get(served.port, '/boom/store')    # uses the session
         finally:
             tyrant.start()
     assert status == 503, body
@@ -170,3 +183,52 @@ def test_the_503_page_shows_no_internals(production, tmpdir):
                      'refused'):
         assert internal not in body, internal
     assert tyrant.url in open(log).read()        # the log keeps the details
+
+
+def test_the_front_page_shows_no_internals(production, tmpdir):
+    """Review finding 13: with debug = false the front page names no Tyrant
+    address, port or key prefix, and gives no development command."""
+    project, env, ini, tyrant = production
+    with serve(project, env, ini, str(tmpdir.join('serve.log'))) as served:
+        status, body, _ = get(served.port, '/')
+    assert status == 200 and 'application is running' in body, body
+    port = tyrant.url.rsplit(':', 1)[1]
+    for internal in (tyrant.url, port, 'prodapp:session:', 'paster tyrant',
+                     'development.ini'):
+        assert internal not in body, internal
+
+
+def test_waitress_serves_no_sample_a_health_check_and_an_access_log(production, tmpdir):
+    project, env, ini, tyrant = production
+    log = str(tmpdir.join('serve.log'))
+    with serve(project, env, ini, log) as served:
+        status, body, response = request(served.port, '/boom/store')
+        assert status == 200 and response.getheader('Server') == 'waitress'
+        cookie = response.getheader('Set-Cookie').split(';')[0]
+        session_id = cookie.split('=', 1)[1]
+        # The teaching sample and its sign-in as anyone are not there.
+        assert request(served.port, '/session', cookie)[0] == 404
+        assert request(served.port, '/session/login', cookie, 'POST')[0] == 404
+        status, body, _ = request(served.port, '/_health')
+        assert (status, body) == (200, 'ok\nup %s\n' % tyrant.url)
+        # The proxy's client address (X-Forwarded-For, trusted from
+        # 127.0.0.1), with the session cookie along.
+        status, _, _ = request(served.port, '/boom/store?from=proxy', cookie,
+                               headers={'X-Forwarded-For': '203.0.113.9',
+                                        'Referer': 'https://%s/boom' % HOST})
+        assert status == 200
+        # Another name: refused, and logged as such.
+        connection = httplib.HTTPConnection('127.0.0.1', served.port, timeout=15)
+        connection.request('GET', '/', headers={'Host': 'rebind.attacker.example'})
+        assert connection.getresponse().status == 400
+        connection.close()
+    lines = open(log).read().splitlines()
+    access = [line for line in lines if '"GET /boom/store?from=proxy HTTP/1.1" 200' in line]
+    assert len(access) == 1, lines
+    assert access[0].startswith('203.0.113.9 - - [')
+    assert '"https://%s/boom"' % HOST in access[0]
+    assert [line for line in lines if '"GET /_health HTTP/1.1" 200' in line]
+    assert [line for line in lines if '"GET / HTTP/1.1" 400' in line]
+    text = '\n'.join(lines)
+    assert session_id not in text and 'prodapp=' not in text
+    assert 'Cookie' not in text

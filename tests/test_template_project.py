@@ -110,6 +110,10 @@ def test_served_over_http_sessions_survive_restarts(project, tmpdir):
 
         code, page, headers = browser.get('/')
         assert code == 200 and 'href="/session"' in page
+        # Development shows where the sessions go; the command that starts
+        # Tyrant only while it is down (review finding 13).
+        assert '127.0.0.1:%d' % tyrant_port in page and 'liveapp:session:' in page
+        assert 'paster tyrant development.ini' not in page
 
         code, page, headers = browser.get('/session')
         assert code == 200, page
@@ -186,7 +190,8 @@ def test_served_over_http_sessions_survive_restarts(project, tmpdir):
         assert code == 503, page
         assert 'paster tyrant development.ini' in page
         assert headers.getheader('Retry-After')
-        assert browser.get('/')[0] == 200
+        code, page, _ = browser.get('/')
+        assert code == 200 and 'paster tyrant development.ini' in page
     finally:
         served.stop()
         tyrant.stop()

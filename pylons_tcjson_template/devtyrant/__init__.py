@@ -7,7 +7,7 @@ and Tokyo Cabinet .tch stores), `commands` (what each command does),
 `replication` (master feeds and the slave's link, as ttserver 1.1.41
 replicates), `events` (the log on stderr), `server` (the event loop and
 the command line), `launcher` (start ttserver or this server as a child
-process).
-Generated projects carry a copy as ``<package>/lib/devtyrant`` so they
-need nothing from this template package.
+process), `paster_tyrant` (what a generated project's ``paster tyrant``
+does).  Generated projects use it through their ``dev`` extra (this
+package): it serves development and tests, never a deployed application.
 """

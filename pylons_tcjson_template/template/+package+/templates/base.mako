@@ -16,7 +16,9 @@
       <a class="brand" href="${h.url('home')}">${self.brand()}</a>
       <nav>
         <a href="${h.url('home')}">Home</a>
+        % if app_globals.session_sample:
         <a href="${h.url('session')}">Session sample</a>
+        % endif
       </nav>
     </div>
   </header>

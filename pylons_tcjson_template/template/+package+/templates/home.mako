@@ -7,9 +7,13 @@
   Beaker stores each one as a <strong>JSON document in Tokyo Tyrant</strong>,
   where Java, Perl, Ruby or Node can read it with any Tyrant client and any
   JSON parser.</p>
+  % if app_globals.session_sample:
   <p><a class="button" href="${h.url('session')}">Open the session sample &rarr;</a></p>
+  % endif
 </section>
 
+## Development only (debug = true): a production page names no server.
+% if c.debug:
 <section class="card">
   <h2>Where the sessions go</h2>
   <dl class="facts">
@@ -17,12 +21,16 @@
     <dt>Key prefix</dt><dd><code>${c.session_prefix}</code></dd>
     <dt>Expires after</dt><dd>${c.session_timeout} seconds without a visit</dd>
   </dl>
-  <p>No server running yet? In the project directory:</p>
+  % if c.tyrant_down:
+  <p id="tyrant-down">Not answering: <code>${', '.join(c.tyrant_down)}</code>.
+  To start the servers of this project, in the project directory:</p>
   <pre>paster tyrant development.ini</pre>
-  <p>It runs <code>ttserver</code> when installed, otherwise the bundled
-  development server, on the address above, keeping the records in
+  <p>It runs <code>ttserver</code> when installed, otherwise tcjson-tyrant,
+  on the address above, keeping the records in
   <code>data/tyrant/sessions.tch</code> so they survive restarts.</p>
+  % endif
 </section>
+% endif
 
 <section class="card">
   <h2>Next steps</h2>
@@ -31,7 +39,7 @@
       <code>paster controller NAME</code>.</li>
     <li>Templates are Mako files in <code>templates/</code>.</li>
     <li>Remove expired sessions with
-      <code>paster tcjson-purge development.ini</code>.</li>
+      <code>paster tcjson-purge --quiet CONFIG</code> (deploy/ has a timer).</li>
     <li>Run the tests with <code>nosetests</code>: they start their own
       Tyrant server.</li>
   </ul>
