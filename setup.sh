@@ -13,8 +13,9 @@
 #      take python2.7 from Debian 11 (bullseye) with an apt pin that admits
 #      only python2.7 and the few libraries it needs from there.
 #   2. Tokyo Cabinet (libtokyocabinet9 for the development Tyrant server's
-#      .tch files, tokyocabinet-bin for tchmgr), nodejs unless a node is on
-#      PATH (the test of the generated project's Node.js example), and with
+#      .tch files, tokyocabinet-bin for tchmgr), lua5.1 (tcjson.lua's own
+#      tests run under the Lua that ttserver links), nodejs unless a node is
+#      on PATH (the test of the generated project's Node.js example), and with
 #      --all memcached, redis-server and wrk (benchmark peers) and chromium
 #      (browser tests).  Tests that need a missing one skip and say why;
 #      the last lines of the output list them.
@@ -57,11 +58,11 @@ declare -A skipped_without=(
 )
 if [ "$use_apt" = 1 ]; then
     if [ "$all" = 1 ]; then
-        step "Tokyo Cabinet, benchmark peers and browser"
-        apt_install libtokyocabinet9 tokyocabinet-bin "${peers[@]}"
+        step "Tokyo Cabinet, Lua 5.1, benchmark peers and browser"
+        apt_install libtokyocabinet9 tokyocabinet-bin lua5.1 "${peers[@]}"
     else
-        step "Tokyo Cabinet"
-        apt_install libtokyocabinet9 tokyocabinet-bin
+        step "Tokyo Cabinet, Lua 5.1"
+        apt_install libtokyocabinet9 tokyocabinet-bin lua5.1
     fi
     # Node.js runs the generated examples/session-tool.mjs in the tests; a
     # node already on PATH (Debian's or a newer one) is used as it is.
