@@ -1,8 +1,13 @@
 """What each Tyrant command does to a store, and the bytes it answers.
 
-`Dispatcher.handle(request)` returns the response bytes, or ``None`` for
+`Dispatcher.handle(request)` returns the response bytes (or a
+`protocol.Streamed` answer for mget and misc getlist), or ``None`` for
 putnr, which ttserver never answers.  Responses follow ttserver 1.1.41 byte
 for byte (see tests/test_devtyrant_transcripts.py).
+
+The event loop calls the dispatcher, and so do the threads that run Lua
+extension calls (`extension`): `Dispatcher.lock` makes each command, with
+its update log record, one step that no other thread sees half done.
 """
 from __future__ import absolute_import
 
@@ -10,6 +15,7 @@ import os
 import platform
 import resource
 import struct
+import threading
 import time
 
 from . import protocol, ulog
@@ -61,21 +67,39 @@ class Dispatcher(object):
         self.started = time.time()
         self.counts = dict((name, 0) for name in protocol.COMMANDS.values())
         self.misses = {'put': 0, 'out': 0, 'get': 0}
+        # Held for each command (and each write a script makes); not
+        # reentrant, so the methods called under it never take it again.
+        self.lock = threading.Lock()
+
+    def count(self, request):
+        """Count a request for stat's cnt_ lines."""
+        self.counts[request.command] += 1
 
     def handle(self, request):
-        """The response bytes for a client's request (None for putnr)."""
+        """The response for a client's request (None for putnr)."""
         name = request.command
-        self.counts[name] += 1
-        response = self._run(request, self.sid, 0)
-        if response[:1] == FAILURE and name in _MISS_KIND:
+        self.count(request)
+        with self.lock:
+            response = self._run(request, self.sid, 0)
+        if name in _MISS_KIND and response[:1] == FAILURE:
             self.misses[_MISS_KIND[name]] += 1
         return None if name == 'putnr' else response
+
+    def run_local(self, request):
+        """Run a write a script on this server makes (ttserver's tculogadb
+        functions): not counted, logged under this server's sid."""
+        with self.lock:
+            return self._run(request, self.sid, 0)
 
     def redo(self, body, origin_sid, master_sid):
         """Apply a record received from a master: run it without counting
         it, log it as (origin, master).  Returns whether the result here
         matches the one at the origin (the consistency check); raises
         ulog.BadBody for a body that is not a loggable command."""
+        with self.lock:
+            return self._redo(body, origin_sid, master_sid)
+
+    def _redo(self, body, origin_sid, master_sid):
         request, succeeded_there = ulog.decode_body(body)
         succeeded_here = self._run(request, origin_sid, master_sid)[:1] == SUCCESS
         if request.command in ('addint', 'adddouble'):
@@ -88,7 +112,7 @@ class Dispatcher(object):
         if self.journal is not None:
             body = ulog.command_body(request)
             if body is not None:
-                result = FAILURE if response[:1] == FAILURE else SUCCESS
+                result = FAILURE if protocol.status_of(response) == FAILURE else SUCCESS
                 self.journal.write(sid, mid, body + result)
         return response
 
@@ -122,12 +146,7 @@ class Dispatcher(object):
         return protocol.value_response(self.store.get(key))
 
     def do_mget(self, keys):
-        found = []
-        for key in keys:
-            value = self.store.get(key)
-            if value is not None:
-                found.append((key, value))
-        return protocol.pairs_response(found)
+        return protocol.pairs_answer(keys, _values(self.store, keys))
 
     def do_vsiz(self, key):
         value = self.store.get(key)
@@ -182,7 +201,7 @@ class Dispatcher(object):
         while True:
             for _, sid, mid, body in reader.read(_RESTORE_CHUNK):
                 try:
-                    consistent = self.redo(body, sid, mid)
+                    consistent = self._redo(body, sid, mid)
                 except ulog.BadBody:
                     return FAILURE
                 if opts & _CHECK_CONSISTENCY and not consistent:
@@ -254,7 +273,19 @@ class Dispatcher(object):
         items = handler(self.store, args)
         if items is None:
             return protocol.list_response([], status=FAILURE)
+        if isinstance(items, protocol.Streamed):
+            return items
         return protocol.list_response(items)
+
+
+def _values(store, keys):
+    """key -> value (None: missing) for each distinct key: a key named
+    many times is read once and its value held once."""
+    found = {}
+    for key in keys:
+        if key not in found:
+            found[key] = store.get(key)
+    return found
 
 
 def _misc_putlist(store, args):
@@ -272,12 +303,7 @@ def _misc_outlist(store, keys):
 
 
 def _misc_getlist(store, keys):
-    items = []
-    for key in keys:
-        value = store.get(key)
-        if value is not None:
-            items.extend((key, value))
-    return items
+    return protocol.list_pairs_answer(keys, _values(store, keys))
 
 
 _MISC = {
