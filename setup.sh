@@ -16,7 +16,8 @@
 #      node is on PATH (the test of the generated project's Node.js example).
 #   3. .venv with Python 2.7 (virtualenv<20.22, run from Python 3).
 #   4. This package in development mode with its test extras, under
-#      constraints.txt -- the one list of known-good pins.
+#      constraints.txt -- the one list of known-good pins (lupa among them:
+#      Lua for tcjson-tyrant -ext, from its Python 2.7 wheel).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)

@@ -30,7 +30,12 @@ except ImportError:                     # pragma: no cover (Python 3)
 
 from .host import ScriptHost, log
 from .protocol import FAILURE, SUCCESS, pack_u32
-from .scripting import LuaState, read_script
+
+try:
+    from .scripting import LuaState, read_script
+except ImportError as exc:      # lupa missing: the script cannot run
+    LuaState = read_script = None
+    _MISSING = str(exc)
 
 DEFAULT_THREADS = 8             # ttserver's -thnum default
 RECORD_MUTEXES = 31             # ttserver's RECMTXNUM
@@ -83,10 +88,8 @@ class Extension(object):
         self.jobs = queue.Queue()
         self.stopped = threading.Event()
         log('scripting extension: %s' % path)
-        source = read_script(path)
+        source = self._source(path)
         self.failed = source is None
-        if self.failed:
-            log('ERROR scrextnew failed')
         # Created one after the other before the server serves, as ttserver
         # does: the first one's _begin() has run by the first call.
         self.states = [self._state(source, i, threads) for i in range(threads)]
@@ -95,6 +98,17 @@ class Extension(object):
         self.workers += [self._thread(self._repeat, self._state(source, threads + i, threads),
                                       'extpc %s' % name, name, period)
                          for i, (name, period) in enumerate(periodic)]
+
+    @staticmethod
+    def _source(path):
+        """The script's text; None (logged) when it cannot be run."""
+        if read_script is None:
+            log('ERROR scrextnew failed: %s (pip install lupa)' % _MISSING)
+            return None
+        source = read_script(path)
+        if source is None:
+            log('ERROR scrextnew failed: cannot read %s' % path)
+        return source
 
     def _state(self, source, thid, threads):
         return None if source is None else LuaState(source, self.host, thid, threads, log)

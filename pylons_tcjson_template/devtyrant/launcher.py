@@ -16,7 +16,8 @@ Python.  Tests use it to get a private server per test run, and the paster
 ``tyrant`` command to serve development.ini's URL.  The replication options
 become the same flags for either server (-ulog -ulim -sid -mhost -mport
 -rts -rcc); a stopped or killed process starts again on the same port and
-files.
+files.  Every server gets ``-ext TCJSON_LUA`` (the session backend's Lua
+half, next to this package) unless told otherwise.
 """
 from __future__ import absolute_import
 
@@ -28,6 +29,10 @@ import sys
 import time
 
 _SERVER_MODULE = __name__.rsplit('.', 1)[0] + '.server'
+# tcjson.lua, the server half of the session backend, beside this package
+# (pylons_tcjson_template/, or a generated project's lib/).
+TCJSON_LUA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                          'tcjson.lua')
 
 
 class ServerFailed(RuntimeError):
@@ -117,12 +122,14 @@ class TyrantProcess(object):
 
     def __init__(self, dbpath='*', host='127.0.0.1', port=None, ttserver=None,
                  log=None, ulog=None, ulim=None, sid=None, mhost=None, mport=None,
-                 rts=None, rcc=False):
+                 rts=None, rcc=False, ext=None):
         """`ulog` (update log directory, created if missing), `ulim` (its
         file size limit, a number or ttserver's "64m" form), `sid` (server
         id 1..65535), `mhost`/`mport` (the master to replicate from), `rts`
         (the slave's timestamp file) and `rcc` (stop on an inconsistency)
-        are passed as ttserver's flags; None leaves a flag out."""
+        are passed as ttserver's flags; None leaves a flag out.  `ext`: the
+        Lua script for -ext; None = TCJSON_LUA (where that file exists),
+        False = no -ext."""
         self.dbpath = dbpath
         self.host = host
         self.port = port or free_port(host)
@@ -135,6 +142,9 @@ class TyrantProcess(object):
         self.log = log
         self.ulog, self.ulim, self.sid = ulog, ulim, sid
         self.mhost, self.mport, self.rts, self.rcc = mhost, mport, rts, rcc
+        if ext is None:
+            ext = TCJSON_LUA if os.path.isfile(TCJSON_LUA) else False
+        self.ext = ext or None
         self.process = None
 
     @property
@@ -162,8 +172,9 @@ class TyrantProcess(object):
             program = [self.ttserver]
         else:
             program = [sys.executable, '-m', _SERVER_MODULE]
+        ext = ['-ext', self.ext] if self.ext else []
         return (program + ['-host', self.host, '-port', str(self.port)]
-                + self.replication_flags() + [self.dbpath])
+                + self.replication_flags() + ext + [self.dbpath])
 
     def start(self, timeout=15.0):
         """Start the server (again, after stop or kill: same port, same
