@@ -162,11 +162,10 @@ class Extension(object):
             for mutex in reversed(held):
                 mutex.release()
 
-    def close(self, timeout=STOP_WAIT):
+    def stop(self, timeout=STOP_WAIT):
         """Stop the workers (a running call may finish, for `timeout`
-        seconds at most), then run the script's _end().  False when a call
-        was still running: the caller must not trust the store to be left
-        alone then."""
+        seconds at most).  False when a call was still running: the caller
+        must not trust the store to be left alone then."""
         self.host.stopping = True
         self.stopped.set()
         for _ in self.workers:
@@ -174,7 +173,10 @@ class Extension(object):
         deadline = time.time() + timeout
         for worker in self.workers:
             worker.join(max(0.0, deadline - time.time()))
-        finished = not any(worker.is_alive() for worker in self.workers)
-        if finished and self.states[0] is not None:
+        return not any(worker.is_alive() for worker in self.workers)
+
+    def end(self):
+        """The script's _end(), in the first state, once the database is
+        closed (as ttserver calls it)."""
+        if self.states[0] is not None:
             self.states[0].close()
-        return finished

@@ -75,7 +75,6 @@ class ScriptHost(object):
 
     def __init__(self, dispatcher):
         self.dispatcher = dispatcher
-        self.store = dispatcher.store
         self.sid = dispatcher.sid
         self.pid = os.getpid()
         self.stopping = False           # _lock gives up once the server stops
@@ -103,7 +102,7 @@ class ScriptHost(object):
 
     def _read(self, method, *args):
         with self.dispatcher.lock:
-            return getattr(self.store, method)(*args)
+            return getattr(self.dispatcher.store, method)(*args)
 
     def get(self, key):
         return self._read('get', key)
@@ -134,7 +133,7 @@ class ScriptHost(object):
         number = float(number)
         dispatcher = self.dispatcher
         with dispatcher.lock:
-            total = self.store.adddouble(key, number)
+            total = dispatcher.store.adddouble(key, number)
             if number != 0 and dispatcher.journal is not None:
                 body = (protocol.request_bytes('adddouble', len(key)) + ulog.pack_double(number)
                         + key + (FAILURE if total is None else SUCCESS))

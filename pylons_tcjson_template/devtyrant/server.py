@@ -34,7 +34,7 @@ import time
 
 from . import extension, protocol, replication, ulog
 from .commands import Dispatcher
-from .storage import StoreError, open_store
+from .storage import ClosedStore, StoreError, open_store
 
 DEFAULT_PORT = 1978
 _RECV_SIZE = 256 * 1024
@@ -243,13 +243,15 @@ class TyrantServer(object):
         self.stop_requested = True
 
     def close(self):
-        """Close every socket, stop the ext workers (the script's _end()
-        runs), then sync and close the database."""
+        """Close every socket, stop the ext workers, sync and close the
+        database, then run the script's _end() (as ttserver does, with the
+        database closed already) and close the update log."""
         for conn in list(self.connections.values()):
             self._close(conn)
         self.replication.close()
         self.listener.close()
-        if self.extension is not None and not self.extension.close():
+        stopped = self.extension is None or self.extension.stop()
+        if not stopped:
             # A Lua call is still running: it must never reach the store
             # once it is closed, so the lock stays taken until the exit.
             print('tcjson-tyrant: an ext call is still running; exiting without it',
@@ -257,6 +259,9 @@ class TyrantServer(object):
             self.dispatcher.lock.acquire()
         self.store.sync()
         self.store.close()
+        if stopped and self.extension is not None:
+            self.dispatcher.store = ClosedStore()
+            self.extension.end()
         if self.update_log is not None:
             self.update_log.close()
 

@@ -1,0 +1,258 @@
+"""tests/data/tyrant-1.1.41-ext.txt: what a real ttserver 1.1.41 (built with
+Lua) answered, written by tests/record_ext_transcript.py and replayed by
+tests/test_devtyrant_ext_transcript.py.  This module reads and writes the
+file and runs its steps against a server; it has no tests of its own.
+
+The file is sections, each on a server of its own::
+
+    [name] what the section shows
+    server  ext=tests/data/ext-probe.lua sid=7 ulog=yes db=casket.tch
+    LABEL   REQ hex             one request on a fresh connection, the client
+            RSP hex             half-closes; everything until the server's EOF
+    LABEL   SEND hex            the request, the connection left open: what
+            GOT hex, open       came within 1 s, and whether the server had
+                                closed it (", closed") or not (", open")
+    restart                     stop (SIGTERM) and start again, same files
+    stop    EXIT n              stop; the exit status
+    ulog    SID MID hex         the update log, one record per line (body with
+                                its result byte; timestamps left out)
+
+``ext=`` is a path relative to the repository (or absolute: a file that is
+not there), ``ext=none`` no -ext; ``db=`` a file name in a fresh directory
+(``*``: in memory); ``ulog=yes`` an update log there.  Lines starting with
+"#" are notes.
+"""
+import binascii
+import os
+import re
+import socket
+import time
+
+from pylons_tcjson_template.devtyrant import ulog as ulog_module
+from pylons_tcjson_template.devtyrant.launcher import TyrantProcess
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TRANSCRIPT = os.path.join(ROOT, 'tests', 'data', 'tyrant-1.1.41-ext.txt')
+SILENCE = 1.0           # "GOT": what comes within this long
+IO_TIMEOUT = 10.0
+LABEL_WIDTH = 40
+
+
+class Step(object):
+    def __init__(self, kind, label='', request=b'', expected=None, lineno=0):
+        self.kind = kind            # exchange, open, restart, stop, ulog
+        self.label = label
+        self.request = request
+        self.expected = expected    # bytes; (bytes, closed); exit status; [(sid, mid, body)]
+        self.lineno = lineno
+
+    def __repr__(self):
+        return 'line %d %s %r' % (self.lineno, self.kind, self.label)
+
+
+class Section(object):
+    def __init__(self, name, title, server, steps, lineno=0):
+        self.name = name
+        self.title = title
+        self.server = server        # dict from the "server" line
+        self.steps = steps
+        self.lineno = lineno
+
+
+# ------------------------------------------------------------ servers
+
+def start_server(server, tmpdir, ttserver):
+    """A TyrantProcess for a section's "server" line, in `tmpdir` (a path)."""
+    ext = server.get('ext', 'none')
+    db = server.get('db', '*')
+    kwargs = dict(ttserver=ttserver or False,
+                  ext=False if ext == 'none' else os.path.join(ROOT, ext))
+    if server.get('sid'):
+        kwargs['sid'] = int(server['sid'])
+    if server.get('ulog') == 'yes':
+        kwargs['ulog'] = os.path.join(tmpdir, 'ulog')
+    dbpath = db if db == '*' else os.path.join(tmpdir, db)
+    return TyrantProcess(dbpath, **kwargs).start()
+
+
+def _connect(process):
+    sock = socket.create_connection((process.host, process.port), IO_TIMEOUT)
+    sock.settimeout(IO_TIMEOUT)
+    return sock
+
+
+def _read_to_eof(sock):
+    chunks = []
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return b''.join(chunks)
+        chunks.append(chunk)
+
+
+def exchange(process, request):
+    sock = _connect(process)
+    try:
+        sock.sendall(request)
+        sock.shutdown(socket.SHUT_WR)
+        return _read_to_eof(sock)
+    finally:
+        sock.close()
+
+
+def send_and_listen(process, request):
+    """(what came within SILENCE seconds, whether the server closed)."""
+    sock = _connect(process)
+    try:
+        sock.sendall(request)
+        sock.settimeout(SILENCE)
+        chunks = []
+        while True:
+            try:
+                chunk = sock.recv(65536)
+            except socket.timeout:
+                return b''.join(chunks), False
+            except socket.error:
+                return b''.join(chunks), True
+            if not chunk:
+                return b''.join(chunks), True
+            chunks.append(chunk)
+    finally:
+        sock.close()
+
+
+def read_ulog(tmpdir):
+    """(sid, mid, body) of every record of the section's update log."""
+    directory = os.path.join(tmpdir, 'ulog')
+    if not os.path.isdir(directory):
+        return []
+    reader = ulog_module.LogReader(directory, 0)
+    return [(sid, mid, body) for _, sid, mid, body in reader.read(1 << 30)]
+
+
+def run_step(step, process, tmpdir):
+    """What the server did for `step`, in the form of `Step.expected`."""
+    if step.kind == 'exchange':
+        return exchange(process, step.request)
+    if step.kind == 'open':
+        return send_and_listen(process, step.request)
+    if step.kind == 'restart':
+        process.restart()
+        return None
+    if step.kind == 'stop':
+        return process.stop()
+    if step.kind == 'ulog':
+        # ttserver writes a record when the call returns; a moment for the
+        # last one to reach the file.
+        time.sleep(0.2)
+        return read_ulog(tmpdir)
+    raise ValueError('unknown step %r' % step)
+
+
+# ------------------------------------------------------------ the file
+
+def _hex(data):
+    return binascii.hexlify(data).decode('ascii')
+
+
+def _label(text):
+    return text.ljust(LABEL_WIDTH - 1) + ' ' if len(text) < LABEL_WIDTH else text + ' '
+
+
+def format_step(step, got):
+    pad = ' ' * LABEL_WIDTH
+    if step.kind == 'exchange':
+        return ['%sREQ %s' % (_label(step.label), _hex(step.request)),
+                '%sRSP %s' % (pad, _hex(got))]
+    if step.kind == 'open':
+        data, closed = got
+        return ['%sSEND %s' % (_label(step.label), _hex(step.request)),
+                '%sGOT %s, %s' % (pad, _hex(data), 'closed' if closed else 'open')]
+    if step.kind == 'restart':
+        return ['restart']
+    if step.kind == 'stop':
+        return ['%sEXIT %d' % (_label('stop'), got)]
+    if step.kind == 'ulog':
+        return ['%s%d %d %s' % (_label('ulog'), sid, mid, _hex(body)) for sid, mid, body in got]
+    raise ValueError(step.kind)
+
+
+_SECTION = re.compile(r'^\[(?P<name>[\w-]+)\]\s*(?P<title>.*)$')
+_SERVER = re.compile(r'^server\s+(?P<fields>.*)$')
+_REQ = re.compile(r'^(?P<label>\S.*?)\s+(?P<kind>REQ|SEND) (?P<hex>[0-9a-f]*)$')
+_RSP = re.compile(r'^\s+RSP (?P<hex>[0-9a-f]*)$')
+_GOT = re.compile(r'^\s+GOT (?P<hex>[0-9a-f]*), (?P<state>open|closed)$')
+_STOP = re.compile(r'^stop\s+EXIT (?P<status>\d+)$')
+_ULOG = re.compile(r'^ulog\s+(?P<sid>\d+) (?P<mid>\d+) (?P<hex>[0-9a-f]+)$')
+
+
+def parse(path=TRANSCRIPT):
+    """The file's sections; ValueError names a line not understood."""
+    with open(path) as transcript:
+        lines = transcript.read().splitlines()
+    sections = []
+    i = 0
+    while i < len(lines):
+        line, lineno = lines[i], i + 1
+        i += 1
+        if not line.strip() or line.startswith('#'):
+            continue
+        m = _SECTION.match(line)
+        if m:
+            sections.append(Section(m.group('name'), m.group('title'), {}, [], lineno))
+            continue
+        if not sections:
+            raise ValueError('line %d: outside a section' % lineno)
+        steps = sections[-1].steps
+        m = _SERVER.match(line)
+        if m:
+            sections[-1].server = dict(field.split('=', 1) for field in m.group('fields').split())
+            continue
+        m = _REQ.match(line)
+        if m:
+            answer = _RSP if m.group('kind') == 'REQ' else _GOT
+            a = answer.match(lines[i]) if i < len(lines) else None
+            if a is None:
+                raise ValueError('line %d: %s without its answer line' % (lineno, m.group('kind')))
+            i += 1
+            request = binascii.unhexlify(m.group('hex'))
+            if m.group('kind') == 'REQ':
+                steps.append(Step('exchange', m.group('label'), request,
+                                  binascii.unhexlify(a.group('hex')), lineno))
+            else:
+                steps.append(Step('open', m.group('label'), request,
+                                  (binascii.unhexlify(a.group('hex')), a.group('state') == 'closed'),
+                                  lineno))
+            continue
+        if line.strip() == 'restart':
+            steps.append(Step('restart', 'restart', lineno=lineno))
+            continue
+        m = _STOP.match(line)
+        if m:
+            steps.append(Step('stop', 'stop', expected=int(m.group('status')), lineno=lineno))
+            continue
+        m = _ULOG.match(line)
+        if m:
+            record = (int(m.group('sid')), int(m.group('mid')), binascii.unhexlify(m.group('hex')))
+            if steps and steps[-1].kind == 'ulog':
+                steps[-1].expected.append(record)
+            else:
+                steps.append(Step('ulog', 'ulog', expected=[record], lineno=lineno))
+            continue
+        raise ValueError('line %d not understood: %r' % (lineno, line))
+    return sections
+
+
+def replay(section, tmpdir, ttserver=None):
+    """Run a section's steps on a fresh server; the mismatches, as text."""
+    failures = []
+    process = start_server(section.server, tmpdir, ttserver)
+    try:
+        for step in section.steps:
+            got = run_step(step, process, tmpdir)
+            if step.kind != 'restart' and got != step.expected:
+                failures.append('[%s] %r: got %r, expected %r'
+                                % (section.name, step, got, step.expected))
+    finally:
+        process.stop()
+    return failures
