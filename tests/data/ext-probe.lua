@@ -111,3 +111,22 @@ function bad_args()
     refused(_log),
   }, "\n")
 end
+
+-- For tests/test_devtyrant_ext.py (not in the transcript: their answers
+-- depend on time or on the process).
+function incr(key)
+  local n = tonumber(_get(key) or "0")
+  for i = 1, 3000 do end                -- widen the gap between read and write
+  _put(key, tostring(n + 1))
+  return n + 1
+end
+function sleep(key, value) _sleep(tonumber(value)) return "slept" end
+function pid() return _pid end
+function thread() return _thid end
+function tick() _putcat("ticks", "x") end
+function lock_held(key, value)
+  if not _lock(key) then return "stopped" end
+  _sleep(tonumber(value))
+  _unlock(key)
+  return "done"
+end
