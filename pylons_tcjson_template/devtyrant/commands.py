@@ -146,7 +146,18 @@ class Dispatcher(object):
         return protocol.value_response(self.store.get(key))
 
     def do_mget(self, keys):
-        return protocol.pairs_answer(keys, _values(self.store, keys))
+        return protocol.pairs_answer(keys, self.read_values)
+
+    def read_values(self, keys, found):
+        """Fill `found` (key -> value, None when missing) for the keys it
+        does not hold yet: a key named many times is read once and its
+        value held once.  Called while a streamed answer is made, outside
+        `handle`, so it takes the lock itself."""
+        with self.lock:
+            store = self.store
+            for key in keys:
+                if key not in found:
+                    found[key] = store.get(key)
 
     def do_vsiz(self, key):
         value = self.store.get(key)
@@ -267,25 +278,15 @@ class Dispatcher(object):
 
     # ---- misc: the list functions of ttserver's hash database
     def do_misc(self, name, opts, args):
+        if name == b'getlist':
+            return protocol.list_pairs_answer(args, self.read_values)
         handler = _MISC.get(name)
         if handler is None:
             return protocol.list_response([], status=FAILURE)
         items = handler(self.store, args)
         if items is None:
             return protocol.list_response([], status=FAILURE)
-        if isinstance(items, protocol.Streamed):
-            return items
         return protocol.list_response(items)
-
-
-def _values(store, keys):
-    """key -> value (None: missing) for each distinct key: a key named
-    many times is read once and its value held once."""
-    found = {}
-    for key in keys:
-        if key not in found:
-            found[key] = store.get(key)
-    return found
 
 
 def _misc_putlist(store, args):
@@ -302,12 +303,8 @@ def _misc_outlist(store, keys):
     return []
 
 
-def _misc_getlist(store, keys):
-    return protocol.list_pairs_answer(keys, _values(store, keys))
-
-
 _MISC = {
     b'putlist': _misc_putlist,
     b'outlist': _misc_outlist,
-    b'getlist': _misc_getlist,
 }
+# getlist: Dispatcher.do_misc (its answer is streamed).

@@ -46,7 +46,7 @@ def log(message):
 def _list_items(answer):
     """The byte strings of a list answer (misc), built whole or streamed."""
     if isinstance(answer, protocol.Streamed):
-        answer = b''.join(answer.chunks)
+        answer = b''.join(chunk for chunk in answer.chunks if chunk)
     count, = struct.unpack_from('>I', answer, 1)
     items, pos = [], 5
     for _ in range(count):

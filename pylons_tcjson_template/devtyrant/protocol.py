@@ -155,17 +155,18 @@ class _List(object):
         NeedMore with `progress` brought up to date."""
         items, end = progress.items, len(buf)
         at = pos + progress.offset
+        unpack, append = _U32.unpack_from, items.append
         try:
             while len(items) < progress.count:
                 if at + 4 > end:
                     raise NeedMore()
-                size, = _U32.unpack_from(buf, at)
+                size, = unpack(buf, at)
                 if not _size_ok(size):
                     at += 4
                     break
                 if at + 4 + size > end:
                     raise NeedMore()
-                items.append(bytes(buf[at + 4:at + 4 + size]))
+                append(bytes(buf[at + 4:at + 4 + size]))
                 at += 4 + size
         finally:
             progress.offset = at - pos
@@ -284,13 +285,19 @@ def list_response(items, status=SUCCESS):
 
 _PAIR_SIZES = struct.Struct('>II')
 _CHUNK = 64 * 1024
+# Keys looked up (or answered) between two turns of the server's loop.
+_BATCH = 4096
 
 
 class Streamed(object):
     """An answer produced piece by piece while the client reads it (mget,
     misc getlist).  A request of a few bytes can name one large record a
-    million times; built whole, its answer would take that much memory.
-    `status` is the first byte; `chunks` yields every byte, status included."""
+    million times; built whole, its answer would take that much memory, and
+    a million lookups at once would keep every other client waiting.
+
+    `status` is the first byte; `chunks` yields every byte, status
+    included, and None where the server should serve others before it asks
+    for more."""
     __slots__ = ('status', 'chunks')
 
     def __init__(self, status, chunks):
@@ -307,10 +314,10 @@ def status_of(answer):
 
 def _chunked(pieces):
     """Small pieces joined into chunks of about _CHUNK bytes; a large piece
-    (a value) goes out as it is, never copied into a chunk."""
+    (a value) goes out as it is, never copied into a chunk; None passes."""
     batch, size = [], 0
     for piece in pieces:
-        if len(piece) >= _CHUNK:
+        if piece is None or len(piece) >= _CHUNK:
             if batch:
                 yield b''.join(batch)
                 batch, size = [], 0
@@ -325,38 +332,41 @@ def _chunked(pieces):
         yield b''.join(batch)
 
 
-def _streamed(head, pieces):
-    return Streamed(SUCCESS, _chunked(itertools.chain([head], pieces)))
+def _found_pieces(keys, read, per_record, pieces):
+    """Look the keys up `_BATCH` at a time (`read(batch, found)` fills the
+    dict found: key -> value or None, each distinct key read once), then
+    the count of records found times `per_record`, then `pieces(key,
+    value)` for each, in the order of `keys`."""
+    found, count = {}, 0
+    for start in range(0, len(keys), _BATCH):
+        batch = keys[start:start + _BATCH]
+        read(batch, found)
+        count += sum(1 for key in batch if found[key] is not None)
+        yield None
+    yield SUCCESS + _U32.pack(count * per_record)
+    for start in range(0, len(keys), _BATCH):
+        for key in keys[start:start + _BATCH]:
+            value = found[key]
+            if value is not None:
+                for piece in pieces(key, value):
+                    yield piece
+        yield None
 
 
-def _pair_pieces(keys, found):
-    for key in keys:
-        value = found[key]
-        if value is not None:
-            yield _PAIR_SIZES.pack(len(key), len(value)) + key
-            yield value
-
-
-def pairs_answer(keys, found):
+def pairs_answer(keys, read):
     """mget's answer: count, then (ksiz, vsiz, key, value) for each of
-    `keys`, in order, that `found` (key -> value or None) has a value for."""
-    count = sum(1 for key in keys if found[key] is not None)
-    return _streamed(SUCCESS + _U32.pack(count), _pair_pieces(keys, found))
+    `keys`, in order, that is stored."""
+    return Streamed(SUCCESS, _chunked(_found_pieces(
+        keys, read, 1, lambda key, value: (_PAIR_SIZES.pack(len(key), len(value)) + key,
+                                           value))))
 
 
-def _list_pair_pieces(keys, found):
-    for key in keys:
-        value = found[key]
-        if value is not None:
-            yield _U32.pack(len(key)) + key + _U32.pack(len(value))
-            yield value
-
-
-def list_pairs_answer(keys, found):
+def list_pairs_answer(keys, read):
     """misc getlist's answer: a list of key, value, key, value... for each
-    of `keys` that `found` has a value for."""
-    count = 2 * sum(1 for key in keys if found[key] is not None)
-    return _streamed(SUCCESS + _U32.pack(count), _list_pair_pieces(keys, found))
+    of `keys` that is stored."""
+    return Streamed(SUCCESS, _chunked(_found_pieces(
+        keys, read, 2, lambda key, value: (_U32.pack(len(key)) + key + _U32.pack(len(value)),
+                                           value))))
 
 
 def request_bytes(command, *fields):

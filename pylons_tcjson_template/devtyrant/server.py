@@ -128,6 +128,7 @@ class TyrantServer(object):
         self.listener.setblocking(False)
         self.address = self.listener.getsockname()
         self.connections = {}
+        self.runnable = set()         # connections whose streamed answer wants a turn
         self.accept_paused = False
         # Set by stop() (a signal handler) and never cleared: a signal that
         # lands before serve_forever starts must still stop it.
@@ -178,7 +179,7 @@ class TyrantServer(object):
             poller.register(fd, poller.IN)
         while not self.stop_requested:
             try:
-                events = poller.poll(self._poll_timeout())
+                events = poller.poll(0 if self.runnable else self._poll_timeout())
             except (IOError, OSError, select.error) as exc:
                 if exc.args[0] == errno.EINTR:
                     continue
@@ -199,7 +200,15 @@ class TyrantServer(object):
                     print('tcjson-tyrant: internal error, connection dropped: %s: %s'
                           % (type(exc).__name__, exc), file=sys.stderr)
                     self._close(conn)
+            self._give_streams_a_turn()
             self.replication.run(time.time())
+
+    def _give_streams_a_turn(self):
+        """Streamed answers go on where they left off to let others in."""
+        for conn in list(self.runnable):
+            self.runnable.discard(conn)
+            if self.connections.get(conn.fd) is conn:
+                self._flush(conn)
 
     def _poll_timeout(self):
         """Seconds to wait for events: at most one, less when replication
@@ -390,15 +399,20 @@ class TyrantServer(object):
             conn.outbuf += response
         return True
 
-    @staticmethod
-    def _pump(conn):
+    def _pump(self, conn):
         """Move the next pieces of a streamed answer to the output buffer,
-        while it holds less than the limit."""
+        while it holds less than the limit, until the answer asks to let
+        others in first (then it goes on in the loop's next turn)."""
         while conn.stream is not None and len(conn.outbuf) < _OUTBUF_LIMIT:
             try:
-                conn.outbuf += next(conn.stream)
+                chunk = next(conn.stream)
             except StopIteration:
                 conn.stream = None
+                return
+            if chunk is None:
+                self.runnable.add(conn)
+                return
+            conn.outbuf += chunk
 
     def _start_feed(self, conn, ts, slave_sid):
         """Turn the connection into a replication stream to a slave;
@@ -454,6 +468,7 @@ class TyrantServer(object):
         if self.connections.get(fd) is not conn:
             return
         del self.connections[fd]
+        self.runnable.discard(conn)
         if conn.feed is not None:
             self.replication.close_feed(conn.feed)
         try:
