@@ -271,6 +271,9 @@ class TyrantServer(object):
         if stopped and self.extension is not None:
             self.dispatcher.store = ClosedStore()
             self.extension.end()
+        if self.extension is not None:
+            os.close(self.wake_read)
+            os.close(self.wake_write)
         if self.update_log is not None:
             self.update_log.close()
 
