@@ -34,19 +34,19 @@ def ext(name, key=b'', value=b'', opts=0):
     return request_bytes('ext', len(name), opts, len(key), len(value), name, key, value)
 
 
-def call(name, key=b'', value=b'', opts=0, label=None):
+def call(name, key=b'', value=b'', opts=0, label=None, clock=False):
     text = label or 'ext %s %s %s' % (name, key or '""', value or '""')
     if opts:
         text += ' (opts %d)' % opts
-    return Step('exchange', text, ext(name, key, value, opts))
+    return Step('exchange', text, ext(name, key, value, opts), clock=clock)
 
 
-def plain(label, *fields):
-    return Step('exchange', label, request_bytes(*fields))
+def plain(label, *fields, **kwargs):
+    return Step('exchange', label, request_bytes(*fields), clock=kwargs.get('clock', False))
 
 
-def get(key):
-    return plain('get %s' % key, 'get', len(key), key)
+def get(key, clock=False):
+    return plain('get %s' % key, 'get', len(key), key, clock=clock)
 
 
 def put(key, value):
@@ -125,6 +125,27 @@ def _tcjson_steps():
         call(b'index_revoke', b'u:9', b'{}', opts=1),
         call(b'_begin', opts=1), call(b'fail', opts=1),
         Step('ulog'),
+    ] + _tcjson_pair_steps()
+
+
+def _tcjson_pair_steps():
+    """A dual-master pair's calls (this server's -sid is 1, its partner's 2):
+    versions and generations are the server's clock in microseconds."""
+    pair = lambda name, key, value: call(name, key, value, opts=1, clock=True)  # noqa: E731
+    return [
+        pair(b'merge', b'p:1', b'{"set":{"a":1,"b":"x"},"pair":2,"create":true}'),
+        pair(b'merge', b'p:1', b'{"set":{"a":2},"unset":["b"],"pair":2,"ver":{"a":5}}'),
+        get(b'p:1@1', clock=True),
+        pair(b'merge', b'p:2', b'{"set":{"a":1},"pair":2}'),
+        pair(b'merge', b'p:1', b'{"set":{"_v":1},"pair":2}'),
+        pair(b'delete', b'p:1', b'{"pair":2,"expires":1234.5}'),
+        pair(b'merge', b'p:1', b'{"set":{"a":3},"pair":2,"create":true}'),
+        get(b'p:1@1'), get(b'p:1@ended'),
+        pair(b'index_add', b'pu:1', b'{"entry":{"id":"aa"},"pair":2}'),
+        pair(b'index_add', b'pu:1', b'{"entry":{"id":"bb"},"pair":2,"max":1}'),
+        pair(b'index_revoke', b'pu:1', b'{"pair":2}'),
+        pair(b'index_drop', b'pu:1', b'{"ids":["bb"],"pair":2}'),
+        get(b'pu:1@1', clock=True),
     ]
 
 
