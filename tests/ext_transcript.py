@@ -32,11 +32,11 @@ import time
 
 from pylons_tcjson_template.devtyrant import ulog as ulog_module
 from pylons_tcjson_template.devtyrant.launcher import TyrantProcess
+from test_devtyrant_transcripts import connect, exchange
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRANSCRIPT = os.path.join(ROOT, 'tests', 'data', 'tyrant-1.1.41-ext.txt')
 SILENCE = 1.0           # "GOT": what comes within this long
-IO_TIMEOUT = 10.0
 LABEL_WIDTH = 40
 
 
@@ -86,34 +86,9 @@ def start_server(server, tmpdir, ttserver):
     return TyrantProcess(dbpath, **kwargs).start()
 
 
-def _connect(process):
-    sock = socket.create_connection((process.host, process.port), IO_TIMEOUT)
-    sock.settimeout(IO_TIMEOUT)
-    return sock
-
-
-def _read_to_eof(sock):
-    chunks = []
-    while True:
-        chunk = sock.recv(65536)
-        if not chunk:
-            return b''.join(chunks)
-        chunks.append(chunk)
-
-
-def exchange(process, request):
-    sock = _connect(process)
-    try:
-        sock.sendall(request)
-        sock.shutdown(socket.SHUT_WR)
-        return _read_to_eof(sock)
-    finally:
-        sock.close()
-
-
 def send_and_listen(process, request):
     """(what came within SILENCE seconds, whether the server closed)."""
-    sock = _connect(process)
+    sock = connect(process)
     try:
         sock.sendall(request)
         sock.settimeout(SILENCE)
@@ -197,61 +172,63 @@ _STOP = re.compile(r'^stop\s+EXIT (?P<status>\d+)$')
 _ULOG = re.compile(r'^ulog\s+(?P<sid>\d+) (?P<mid>\d+) (?P<hex>[0-9a-f]+)$')
 
 
+def _notes_left_out(lines):
+    for lineno, line in enumerate(lines, 1):
+        if line.strip() and not line.startswith('#'):
+            yield lineno, line
+
+
+def _exchange_step(m, answer_line, lineno):
+    """A REQ or SEND line `m` and the RSP or GOT line after it."""
+    request = binascii.unhexlify(m.group('hex'))
+    if m.group('kind') == 'REQ':
+        a = _RSP.match(answer_line)
+        if a:
+            return Step('exchange', m.group('label'), request, binascii.unhexlify(a.group('hex')),
+                        lineno, clock=bool(a.group('clock')))
+    else:
+        a = _GOT.match(answer_line)
+        if a:
+            return Step('open', m.group('label'), request,
+                        (binascii.unhexlify(a.group('hex')), a.group('state') == 'closed'), lineno)
+    raise ValueError('line %d: %s without its answer line' % (lineno, m.group('kind')))
+
+
+def _ulog_step(steps, m, lineno):
+    """A ulog line joins the ulog step before it, or starts one."""
+    record = (int(m.group('sid')), int(m.group('mid')), binascii.unhexlify(m.group('hex')))
+    if steps and steps[-1].kind == 'ulog':
+        steps[-1].expected.append(record)
+    else:
+        steps.append(Step('ulog', 'ulog', expected=[record], lineno=lineno))
+
+
 def parse(path=TRANSCRIPT):
     """The file's sections; ValueError names a line not understood."""
     with open(path) as transcript:
-        lines = transcript.read().splitlines()
+        lines = _notes_left_out(transcript.read().splitlines())
     sections = []
-    i = 0
-    while i < len(lines):
-        line, lineno = lines[i], i + 1
-        i += 1
-        if not line.strip() or line.startswith('#'):
-            continue
+    for lineno, line in lines:
         m = _SECTION.match(line)
         if m:
             sections.append(Section(m.group('name'), m.group('title'), {}, [], lineno))
-            continue
-        if not sections:
+        elif not sections:
             raise ValueError('line %d: outside a section' % lineno)
-        steps = sections[-1].steps
-        m = _SERVER.match(line)
-        if m:
-            sections[-1].server = dict(field.split('=', 1) for field in m.group('fields').split())
-            continue
-        m = _REQ.match(line)
-        if m:
-            answer = _RSP if m.group('kind') == 'REQ' else _GOT
-            a = answer.match(lines[i]) if i < len(lines) else None
-            if a is None:
-                raise ValueError('line %d: %s without its answer line' % (lineno, m.group('kind')))
-            i += 1
-            request = binascii.unhexlify(m.group('hex'))
-            if m.group('kind') == 'REQ':
-                steps.append(Step('exchange', m.group('label'), request,
-                                  binascii.unhexlify(a.group('hex')), lineno,
-                                  clock=bool(a.group('clock'))))
-            else:
-                steps.append(Step('open', m.group('label'), request,
-                                  (binascii.unhexlify(a.group('hex')), a.group('state') == 'closed'),
-                                  lineno))
-            continue
-        if line.strip() == 'restart':
-            steps.append(Step('restart', 'restart', lineno=lineno))
-            continue
-        m = _STOP.match(line)
-        if m:
-            steps.append(Step('stop', 'stop', expected=int(m.group('status')), lineno=lineno))
-            continue
-        m = _ULOG.match(line)
-        if m:
-            record = (int(m.group('sid')), int(m.group('mid')), binascii.unhexlify(m.group('hex')))
-            if steps and steps[-1].kind == 'ulog':
-                steps[-1].expected.append(record)
-            else:
-                steps.append(Step('ulog', 'ulog', expected=[record], lineno=lineno))
-            continue
-        raise ValueError('line %d not understood: %r' % (lineno, line))
+        elif _SERVER.match(line):
+            fields = _SERVER.match(line).group('fields').split()
+            sections[-1].server = dict(field.split('=', 1) for field in fields)
+        elif _REQ.match(line):
+            answer_line = next(lines, (lineno, ''))[1]
+            sections[-1].steps.append(_exchange_step(_REQ.match(line), answer_line, lineno))
+        elif line.strip() == 'restart':
+            sections[-1].steps.append(Step('restart', 'restart', lineno=lineno))
+        elif _STOP.match(line):
+            status = int(_STOP.match(line).group('status'))
+            sections[-1].steps.append(Step('stop', 'stop', expected=status, lineno=lineno))
+        elif _ULOG.match(line):
+            _ulog_step(sections[-1].steps, _ULOG.match(line), lineno)
+        else:
+            raise ValueError('line %d not understood: %r' % (lineno, line))
     return sections
 
 

@@ -5,6 +5,7 @@ Each test runs against tcjson-tyrant and, where $TCJSON_TTSERVER names a
 ttserver built with Lua, against that too: the two must behave alike.
 The script is tests/data/ext-probe.lua (its last functions are for here).
 """
+import contextlib
 import os
 import socket
 import struct
@@ -103,6 +104,19 @@ def timed_call(server, *args):
     return answer, time.time() - started
 
 
+@contextlib.contextmanager
+def meanwhile(server, *args):
+    """A call running on another connection (for 0.2 s already) while the
+    body runs."""
+    thread = threading.Thread(target=call, args=(server,) + args)
+    thread.start()
+    time.sleep(0.2)
+    try:
+        yield
+    finally:
+        thread.join(TIMEOUT)
+
+
 # ------------------------------------------------------------ locks
 
 def _hammer(server, opts, threads=8, calls=200):
@@ -155,54 +169,34 @@ def test_the_record_lock_holds_one_key_and_the_global_lock_every_call(start):
     server = start()
     same, other = b'a', b'b'
     assert mutex_index(same) != mutex_index(other)
-    sleeper = threading.Thread(target=call, args=(server, b'sleep', same, b'1.0', 1))
-    sleeper.start()
-    time.sleep(0.2)
-    try:
+    with meanwhile(server, b'sleep', same, b'1.0', 1):
         _, on_other_key = timed_call(server, b'echo', other, b'v', 1)
         _, unlocked = timed_call(server, b'echo', same, b'v', 0)
         assert on_other_key < 0.3 and unlocked < 0.3
         _, on_same_key = timed_call(server, b'echo', same, b'v', 1)
         assert on_same_key > 0.4                     # waited for the sleeper
-    finally:
-        sleeper.join(TIMEOUT)
-    sleeper = threading.Thread(target=call, args=(server, b'sleep', same, b'1.0', 1))
-    sleeper.start()
-    time.sleep(0.2)
-    try:
+    with meanwhile(server, b'sleep', same, b'1.0', 1):
         answer, global_call = timed_call(server, b'echo', other, b'v', 2)
         assert answer == b'b|v' and global_call > 0.4
-    finally:
-        sleeper.join(TIMEOUT)
 
 
 def test_named_locks_are_shared_by_the_threads(start):
     server = start()
-    holder = threading.Thread(target=call, args=(server, b'lock_held', b'L', b'0.6'))
-    holder.start()
-    time.sleep(0.2)
-    try:
+    with meanwhile(server, b'lock_held', b'L', b'0.6'):
         answer, waited = timed_call(server, b'lock_held', b'L', b'0')
         assert answer == b'done' and waited > 0.2
-    finally:
-        holder.join(TIMEOUT)
 
 
 # ------------------------------------------------------------ threads and order
 
 def test_a_long_call_does_not_stall_other_clients(start):
     server = start()
-    sleeper = threading.Thread(target=call, args=(server, b'sleep', b'k', b'1.5'))
-    sleeper.start()
-    time.sleep(0.2)
-    try:
+    with meanwhile(server, b'sleep', b'k', b'1.5'):
         started = time.time()
         for i in range(20):
             assert get(server, b'missing%d' % i) is None
             assert call(server, b'echo', b'k%d' % i, b'v') == b'k%d|v' % i
         assert time.time() - started < 1.0
-    finally:
-        sleeper.join(TIMEOUT)
 
 
 def test_answers_after_an_ext_call_come_in_the_order_of_the_requests(start):
