@@ -325,3 +325,24 @@ def test_what_a_script_writes_reaches_a_slave_without_the_script(start, tmpdir):
         time.sleep(0.05)
     assert get(slave, b'replicated') == b'by lua'
     assert get(slave, b'n') == b'1'
+
+
+def test_without_lupa_every_call_fails_and_the_exit_status_says_so(tmpdir):
+    # A Python where "import lupa" fails (as in a generated project that
+    # does not install it): the server runs, as ttserver does when it
+    # cannot load the script, and says why.
+    tmpdir.join('lupa.py').write('raise ImportError("No module named lupa")\n')
+    env = dict(os.environ, PYTHONPATH=str(tmpdir))
+    port = free_port()
+    log = str(tmpdir.join('server.log'))
+    process = subprocess.Popen([sys.executable, '-m', 'pylons_tcjson_template.devtyrant.server',
+                                '-port', str(port), '-ext', PROBE], env=env,
+                               stdout=open(log, 'wb'), stderr=subprocess.STDOUT, close_fds=True)
+    try:
+        assert wait_for_port('127.0.0.1', port, TIMEOUT, process)
+        server = type('Address', (), {'host': '127.0.0.1', 'port': port})
+        assert call(server, b'echo', b'a', b'b') is None
+        assert call(server, b'tostring', b'a') is None
+    finally:
+        assert end_process(process) == 1
+    assert 'scrextnew failed: No module named lupa (pip install lupa)' in open(log).read()

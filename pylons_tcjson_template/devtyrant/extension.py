@@ -70,6 +70,15 @@ def answer(result):
     return SUCCESS + pack_u32(len(result)) + result
 
 
+def _daemon(name, target, *args):
+    """A started thread that does not keep the process alive: a Lua call
+    that never ends must not stop the server from exiting."""
+    thread = threading.Thread(target=target, name=name, args=args)
+    thread.daemon = True
+    thread.start()
+    return thread
+
+
 class Extension(object):
     """The script loaded in `threads` Lua states and the threads that run
     the calls.  A script that cannot be read leaves no state at all: every
@@ -93,11 +102,11 @@ class Extension(object):
         # Created one after the other before the server serves, as ttserver
         # does: the first one's _begin() has run by the first call.
         self.states = [self._state(source, i, threads) for i in range(threads)]
-        self.workers = [self._thread(self._work, state, 'ext worker %d' % (i + 1))
+        self.workers = [_daemon('ext worker %d' % (i + 1), self._work, state)
                         for i, state in enumerate(self.states)]
-        self.workers += [self._thread(self._repeat, self._state(source, threads + i, threads),
-                                      'extpc %s' % name, name, period)
-                         for i, (name, period) in enumerate(periodic)]
+        for i, (name, period) in enumerate(periodic):
+            state = self._state(source, threads + i, threads)
+            self.workers.append(_daemon('extpc %s' % name, self._repeat, state, name, period))
 
     @staticmethod
     def _source(path):
@@ -112,13 +121,6 @@ class Extension(object):
 
     def _state(self, source, thid, threads):
         return None if source is None else LuaState(source, self.host, thid, threads, log)
-
-    @staticmethod
-    def _thread(target, *args):
-        thread = threading.Thread(target=target, name=args[1], args=(args[0],) + args[2:])
-        thread.daemon = True            # a call that never ends must not keep the process
-        thread.start()
-        return thread
 
     def submit(self, token, name, opts, key, value):
         """Run a call on a worker; `on_done(token, answer)` follows."""
