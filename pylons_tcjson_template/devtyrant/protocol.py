@@ -336,21 +336,24 @@ def _found_pieces(keys, read, per_record, pieces):
     """Look the keys up `_BATCH` at a time (`read(batch, found)` fills the
     dict found: key -> value or None, each distinct key read once), then
     the count of records found times `per_record`, then `pieces(key,
-    value)` for each, in the order of `keys`."""
+    value)` for each, in the order of `keys`.  None between batches: a
+    short list is answered at once."""
     found, count = {}, 0
     for start in range(0, len(keys), _BATCH):
+        if start:
+            yield None
         batch = keys[start:start + _BATCH]
         read(batch, found)
         count += sum(1 for key in batch if found[key] is not None)
-        yield None
     yield SUCCESS + _U32.pack(count * per_record)
     for start in range(0, len(keys), _BATCH):
+        if start:
+            yield None
         for key in keys[start:start + _BATCH]:
             value = found[key]
             if value is not None:
                 for piece in pieces(key, value):
                     yield piece
-        yield None
 
 
 def pairs_answer(keys, read):
