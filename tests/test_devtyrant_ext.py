@@ -221,6 +221,23 @@ def test_answers_after_an_ext_call_come_in_the_order_of_the_requests(start):
     sock.close()
 
 
+def test_many_requests_pipelined_behind_a_long_call_are_all_answered_in_order(start):
+    # 4 MB of puts wait behind the call (tcjson-tyrant holds 1 MB of them,
+    # the kernel the rest), then every one is answered.
+    server = start()
+    sock = connect(server)
+    puts = [request_bytes('put', 8, 4096, b'p%07d' % i, b'v' * 4096) for i in range(1000)]
+    sender = threading.Thread(target=sock.sendall,
+                              args=(ext(b'sleep', b'k', b'0.5') + b''.join(puts)
+                                    + request_bytes('rnum'),))
+    sender.start()
+    assert read_answer(sock) == b'slept'
+    assert recv_exactly(sock, 1000) == b'\x00' * 1000
+    assert recv_exactly(sock, 9) == b'\x00' + struct.pack('>Q', 1001)     # and _begin's
+    sender.join(TIMEOUT)
+    sock.close()
+
+
 def test_a_client_that_hangs_up_during_a_call_leaves_the_server_serving(start):
     server = start()
     sock = connect(server)
