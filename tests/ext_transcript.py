@@ -20,11 +20,13 @@ The file is sections, each on a server of its own::
                                 its result byte; timestamps left out)
 
 ``ext=`` is a path relative to the repository (or absolute: a file that is
-not there), ``ext=none`` no -ext; ``db=`` a file name in a fresh directory
-(``*``: in memory); ``ulog=yes`` an update log there.  Lines starting with
-"#" are notes.
+not there), ``ext=none`` no -ext; ``sha1=`` the start of the script's SHA-1
+when it was recorded (a script changed since then must be recorded again);
+``db=`` a file name in a fresh directory (``*``: in memory); ``ulog=yes``
+an update log there.  Lines starting with "#" are notes.
 """
 import binascii
+import hashlib
 import os
 import re
 import socket
@@ -71,6 +73,16 @@ class Section(object):
 
 
 # ------------------------------------------------------------ servers
+
+def script_sha1(server):
+    """The first 12 hex digits of the SHA-1 of a section's script (None:
+    no script, or none there)."""
+    path = os.path.join(ROOT, server.get('ext', 'none'))
+    if server.get('ext', 'none') == 'none' or not os.path.isfile(path):
+        return None
+    with open(path, 'rb') as script:
+        return hashlib.sha1(script.read()).hexdigest()[:12]
+
 
 def start_server(server, tmpdir, ttserver):
     """A TyrantProcess for a section's "server" line, in `tmpdir` (a path)."""
@@ -234,6 +246,11 @@ def parse(path=TRANSCRIPT):
 
 def replay(section, tmpdir, ttserver=None):
     """Run a section's steps on a fresh server; the mismatches, as text."""
+    recorded, now = section.server.get('sha1'), script_sha1(section.server)
+    if recorded != now:
+        return ['[%s] %s changed since it was recorded (sha1 %s, now %s): record again with '
+                'TCJSON_TTSERVER=/path/to/ttserver python tests/record_ext_transcript.py'
+                % (section.name, section.server.get('ext'), recorded, now)]
     failures = []
     process = start_server(section.server, tmpdir, ttserver)
     try:

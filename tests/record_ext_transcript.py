@@ -18,7 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from pylons_tcjson_template.devtyrant.protocol import request_bytes  # noqa: E402
 
 from ext_transcript import (ROOT, TRANSCRIPT, Section, Step, format_step, run_step,  # noqa: E402
-                            start_server)
+                            script_sha1, start_server)
 
 HEADER = """\
 # Tokyo Tyrant 1.1.41 built with Lua 5.1: the ext command (c8 68) and the Lua
@@ -218,6 +218,8 @@ def record(ttserver, path=TRANSCRIPT):
         tmpdir = tempfile.mkdtemp(prefix='tyrant-ext-')
         try:
             lines.append('[%s] %s' % (section.name, section.title))
+            if script_sha1(section.server):
+                section.server['sha1'] = script_sha1(section.server)
             lines.append('server  ' + ' '.join('%s=%s' % item for item in
                                                sorted(section.server.items())))
             process = start_server(section.server, tmpdir, ttserver)
