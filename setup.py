@@ -33,6 +33,8 @@ setup(
         'simplejson',
         # AES for beaker.session.encrypt_key (crypto_type = cryptography)
         'cryptography',
+        # Lua for tcjson-tyrant -ext (runs tcjson.lua as ttserver does)
+        'lupa',
     ],
     extras_require={
         # bench/run.py's peers; in `test` too so the bench smoke test runs them

@@ -22,7 +22,8 @@
 #   3. .venv with Python 2.7 (virtualenv<20.22, run from Python 3).
 #   4. This package in development mode with its test extras, under
 #      pylons_tcjson_template/constraints.txt -- the one list of known-good
-#      pins.
+#      pins (lupa among them: Lua for tcjson-tyrant -ext, from its Python 2.7
+#      wheel).
 # Steps 1 and 3 are the functions in pylons_tcjson_template/python27.sh,
 # which every generated project's setup.sh uses too.
 set -euo pipefail

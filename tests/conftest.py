@@ -2,8 +2,11 @@
 
 Every server is a child process on its own free port with its own database,
 started by `pylons_tcjson_template.devtyrant.launcher.TyrantProcess`: the
-real ttserver where one is on PATH (or named by $TCJSON_TTSERVER), the
-development server tcjson-tyrant otherwise.
+real ttserver where one is on PATH (or named by $TCJSON_TTSERVER; it must be
+built with Lua), the development server tcjson-tyrant otherwise.  Each one
+runs pylons_tcjson_template/tcjson.lua (``-ext``, `launcher.TCJSON_LUA`);
+pass ``ext=False`` to a factory for a server without it, or ``ext=PATH``
+for another script.
 """
 import socket
 

@@ -12,7 +12,7 @@ import sys
 
 import pytyrant
 
-from pylons_tcjson_template.devtyrant.launcher import TyrantProcess, find_ttserver
+from pylons_tcjson_template.devtyrant.launcher import TCJSON_LUA, TyrantProcess, find_ttserver
 
 STAND_IN = """#!/bin/sh
 echo "$@" > "%(argv_file)s"
@@ -52,8 +52,22 @@ def test_a_ttserver_on_path_is_preferred_and_started_with_its_own_flags(tmpdir, 
         assert client['k'] == 'v'
         client.t.sock.close()
     assert open(argv_file).read().split() == [
-        '-host', '127.0.0.1', '-port', str(server.port), dbpath]
+        '-host', '127.0.0.1', '-port', str(server.port), '-ext', TCJSON_LUA, dbpath]
     assert server.process.returncode == 0             # SIGTERM: synced and exited
+
+
+def test_every_server_runs_tcjson_lua_unless_told_otherwise(tmpdir, monkeypatch):
+    path, argv_file = stand_in_ttserver(tmpdir)
+    monkeypatch.setenv('TCJSON_TTSERVER', path)
+    assert os.path.isfile(TCJSON_LUA) and TCJSON_LUA.endswith('/pylons_tcjson_template/tcjson.lua')
+    assert '-ext' not in TyrantProcess('*', ext=False).command()
+    other = str(tmpdir.join('other.lua'))
+    assert TyrantProcess('*', ext=other).command()[-3:] == ['-ext', other, '*']
+    with TyrantProcess('*') as server:
+        client = pytyrant.PyTyrant.open(server.host, server.port)
+        assert client.call_func('probe', '', '', record_locking=True).startswith('tcjson ')
+        client.t.sock.close()
+    assert open(argv_file).read().split()[-3:] == ['-ext', TCJSON_LUA, '*']
 
 
 def test_tcjson_ttserver_names_one_or_forces_the_builtin(tmpdir, monkeypatch):
@@ -76,7 +90,8 @@ def test_replication_options_become_ttservers_flags(tmpdir, monkeypatch):
         assert os.path.isdir(ulog)                     # created: ttserver wants it to exist
     assert open(argv_file).read().split() == [
         '-host', '127.0.0.1', '-port', str(server.port), '-ulog', ulog, '-ulim', '64m',
-        '-sid', '3', '-mhost', '127.0.0.1', '-mport', '1', '-rts', rts, '-rcc', '*']
+        '-sid', '3', '-mhost', '127.0.0.1', '-mport', '1', '-rts', rts, '-rcc',
+        '-ext', TCJSON_LUA, '*']
 
 
 def test_a_killed_server_starts_again_on_its_port_and_files(tmpdir):

@@ -1,8 +1,13 @@
 """What each Tyrant command does to a store, and the bytes it answers.
 
-`Dispatcher.handle(request)` returns the response bytes, or ``None`` for
+`Dispatcher.handle(request)` returns the response bytes (or a
+`protocol.Streamed` answer for mget and misc getlist), or ``None`` for
 putnr, which ttserver never answers.  Responses follow ttserver 1.1.41 byte
 for byte (see tests/test_devtyrant_transcripts.py).
+
+The event loop calls the dispatcher, and so do the threads that run Lua
+extension calls (`extension`): `Dispatcher.lock` makes each command, with
+its update log record, one step that no other thread sees half done.
 """
 from __future__ import absolute_import
 
@@ -10,6 +15,7 @@ import os
 import platform
 import resource
 import struct
+import threading
 import time
 
 from . import protocol, ulog
@@ -73,17 +79,31 @@ class Dispatcher(object):
         self.started = time.time()
         self.counts = dict((name, 0) for name in protocol.COMMANDS.values())
         self.misses = {'put': 0, 'out': 0, 'get': 0}
+        # Held for each command (and each write a script makes); not
+        # reentrant, so the methods called under it never take it again.
+        self.lock = threading.Lock()
+
+    def count(self, request):
+        """Count a request for stat's cnt_ lines."""
+        self.counts[request.command] += 1
 
     def handle(self, request):
-        """The response bytes for a client's request (None for putnr)."""
+        """The response for a client's request (None for putnr)."""
         name = request.command
-        self.counts[name] += 1
+        self.count(request)
         if self.mask.forbids(name):
             return self._refuse(name)
-        response = self._run(request, self.sid, 0)
-        if response[:1] == FAILURE and name in _MISS_KIND:
+        with self.lock:
+            response = self._run(request, self.sid, 0)
+        if name in _MISS_KIND and response[:1] == FAILURE:
             self.misses[_MISS_KIND[name]] += 1
         return None if name == 'putnr' else response
+
+    def run_local(self, request):
+        """Run a write a script on this server makes (ttserver's tculogadb
+        functions): not counted, logged under this server's sid."""
+        with self.lock:
+            return self._run(request, self.sid, 0)
 
     def _refuse(self, name):
         """A command -mask forbids: ttserver's answer for it, its log line,
@@ -100,6 +120,10 @@ class Dispatcher(object):
         it, log it as (origin, master).  Returns whether the result here
         matches the one at the origin (the consistency check); raises
         ulog.BadBody for a body that is not a loggable command."""
+        with self.lock:
+            return self._redo(body, origin_sid, master_sid)
+
+    def _redo(self, body, origin_sid, master_sid):
         request, succeeded_there = ulog.decode_body(body)
         succeeded_here = self._run(request, origin_sid, master_sid)[:1] == SUCCESS
         if request.command in ('addint', 'adddouble'):
@@ -112,7 +136,7 @@ class Dispatcher(object):
         if self.journal is not None:
             body = ulog.command_body(request)
             if body is not None:
-                result = FAILURE if response[:1] == FAILURE else SUCCESS
+                result = FAILURE if protocol.status_of(response) == FAILURE else SUCCESS
                 try:
                     self.journal.write(sid, mid, body + result)
                 except ulog.UpdateLogError as exc:
@@ -152,12 +176,18 @@ class Dispatcher(object):
         return protocol.value_response(self.store.get(key))
 
     def do_mget(self, keys):
-        found = []
-        for key in keys:
-            value = self.store.get(key)
-            if value is not None:
-                found.append((key, value))
-        return protocol.pairs_response(found)
+        return protocol.pairs_answer(keys, self.read_values)
+
+    def read_values(self, keys, found):
+        """Fill `found` (key -> value, None when missing) for the keys it
+        does not hold yet: a key named many times is read once and its
+        value held once.  Called while a streamed answer is made, outside
+        `handle`, so it takes the lock itself."""
+        with self.lock:
+            store = self.store
+            for key in keys:
+                if key not in found:
+                    found[key] = store.get(key)
 
     def do_vsiz(self, key):
         value = self.store.get(key)
@@ -212,7 +242,7 @@ class Dispatcher(object):
         while True:
             for _, sid, mid, body in reader.read(_RESTORE_CHUNK):
                 try:
-                    consistent = self.redo(body, sid, mid)
+                    consistent = self._redo(body, sid, mid)
                 except ulog.BadBody:
                     return FAILURE
                 if opts & _CHECK_CONSISTENCY and not consistent:
@@ -286,6 +316,8 @@ class Dispatcher(object):
 
     # ---- misc: the list functions of ttserver's hash database
     def do_misc(self, name, opts, args):
+        if name == b'getlist':
+            return protocol.list_pairs_answer(args, self.read_values)
         handler = _MISC.get(name)
         if handler is None:
             return protocol.list_response([], status=FAILURE)
@@ -309,17 +341,8 @@ def _misc_outlist(store, keys):
     return []
 
 
-def _misc_getlist(store, keys):
-    items = []
-    for key in keys:
-        value = store.get(key)
-        if value is not None:
-            items.extend((key, value))
-    return items
-
-
 _MISC = {
     b'putlist': _misc_putlist,
     b'outlist': _misc_outlist,
-    b'getlist': _misc_getlist,
 }
+# getlist: Dispatcher.do_misc (its answer is streamed).

@@ -16,7 +16,8 @@ Python.  Tests use it to get a private server per test run, and the paster
 ``tyrant`` command to serve development.ini's URL.  The replication options
 become the same flags for either server (-ulog -ulim -sid -mhost -mport
 -rts -rcc); a stopped or killed process starts again on the same port and
-files.
+files.  Every server gets ``-ext TCJSON_LUA`` (the session backend's Lua
+half, next to this package) unless told otherwise.
 """
 from __future__ import absolute_import
 
@@ -28,9 +29,9 @@ import sys
 import time
 
 _SERVER_MODULE = __name__.rsplit('.', 1)[0] + '.server'
-
-
-EXT_SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+# tcjson.lua, the server half of the session backend, beside this package
+# (pylons_tcjson_template/, or a generated project's lib/).
+TCJSON_LUA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                           'tcjson.lua')
 
 
@@ -127,7 +128,9 @@ class TyrantProcess(object):
         id 1..65535), `mhost`/`mport` (the master to replicate from), `rts`
         (the slave's timestamp file), `rcc` (stop on an inconsistency) and
         `mask`/`unmask` (commands to refuse, and to allow again) are passed
-        as ttserver's flags; None leaves a flag out."""
+        as ttserver's flags; None leaves a flag out.  `ext`: the Lua script
+        for -ext; None = TCJSON_LUA (where that file exists), False = no
+        -ext."""
         self.dbpath = dbpath
         self.host = host
         self.port = port or free_port(host)
@@ -140,8 +143,9 @@ class TyrantProcess(object):
         self.log = log
         self.ulog, self.ulim, self.sid = ulog, ulim, sid
         self.mhost, self.mport, self.rts, self.rcc = mhost, mport, rts, rcc
-        # The Lua extension: the package's tcjson.lua unless told otherwise.
-        self.ext = EXT_SCRIPT if ext is None else ext
+        if ext is None:
+            ext = TCJSON_LUA if os.path.isfile(TCJSON_LUA) else False
+        self.ext = ext or None
         self.mask, self.unmask = mask, unmask
         self.process = None
 
@@ -170,7 +174,7 @@ class TyrantProcess(object):
             program = [self.ttserver]
         else:
             program = [sys.executable, '-m', _SERVER_MODULE]
-        ext = ['-ext', self.ext] if self.ext and self.ttserver else []
+        ext = ['-ext', self.ext] if self.ext else []
         masks = []
         for flag, value in (('-mask', self.mask), ('-unmask', self.unmask)):
             if value is not None:

@@ -4,12 +4,15 @@ Every request is the magic byte 0xC8, a command byte, a fixed header of
 big-endian integers (mostly sizes) and then the variable parts those sizes
 announce.  Responses start with a status byte: 0 success, 1 failure.
 
-`parse_request` turns the start of a buffer into a `Request` or says that
-more bytes are needed; the server decides what to do with it.  Nothing here
-touches a socket or a database.
+A `Framer` turns the start of a connection's bytes into a `Request` or
+says that more bytes are needed (remembering how far it got), with
+ttserver's limits; `parse_request` does the same for a complete buffer.
+The server decides what to do with either.  Nothing here touches a socket
+or a database.
 """
 from __future__ import absolute_import
 
+import itertools
 import struct
 
 MAGIC = 0xC8
@@ -31,9 +34,14 @@ COMMANDS = {
 }
 CODES = dict((name, code) for code, name in COMMANDS.items())
 
-# Requests larger than this close the connection: a garbage header must not
-# make the server buffer gigabytes waiting for a body that never comes.
-MAX_REQUEST = 256 * 1024 * 1024
+# ttserver's limits, checked as it reads a request's header: a key, value or
+# name longer than MAX_ARG_SIZE (MAXARGSIZ), a list (mget keys, misc
+# arguments) of more than MAX_ARG_COUNT items (MAXARGNUM) or an ext/misc
+# function name of more than MAX_NAME bytes (a TTADDRBUFSIZ buffer) is
+# "invalid parameters".  A size with the top bit set is negative there.
+MAX_ARG_SIZE = 256 << 20
+MAX_ARG_COUNT = 1 << 20
+MAX_NAME = 1023
 
 _U32 = struct.Struct('>I')
 _U64 = struct.Struct('>Q')
@@ -44,7 +52,14 @@ class NeedMore(Exception):
 
 
 class BadRequest(Exception):
-    """The bytes are not a request this server can frame; close the link."""
+    """ttserver answers nothing to this request ("unknown command" or
+    "invalid parameters") after reading `consumed` bytes of it (the command
+    and its header).  It then goes on with whatever the client had already
+    sent, and closes the connection when nothing is left to read."""
+
+    def __init__(self, message, consumed=2):
+        Exception.__init__(self, message)
+        self.consumed = consumed
 
 
 class Request(object):
@@ -59,165 +74,184 @@ class Request(object):
         return 'Request(%r, %r)' % (self.command, self.args)
 
 
-class _Reader(object):
-    """Reads fields from a buffer, raising NeedMore past its end."""
-    __slots__ = ('buf', 'pos', 'end')
+def _size_ok(size):
+    return size <= MAX_ARG_SIZE
 
-    def __init__(self, buf, pos):
-        self.buf = buf
-        self.pos = pos
-        self.end = len(buf)
 
-    def unpack(self, st):
-        start = self.pos
-        stop = start + st.size
-        if stop > self.end:
+class _Fixed(object):
+    """A command whose header says how long every part after it is: the
+    whole request's length is known once the header is in, so a request
+    that arrives slowly costs nothing until its last byte is there."""
+    __slots__ = ('header', 'sized', 'valid', 'build')
+
+    def __init__(self, fmt, sized=(), valid=None, build=None):
+        self.header = struct.Struct(fmt)
+        self.sized = sized                  # header fields giving the parts' sizes
+        self.valid = valid                  # further checks of the header
+        self.build = build or (lambda values, parts: tuple(parts))
+
+    def parse(self, buf, pos):
+        start = pos + 2
+        stop = start + self.header.size
+        if stop > len(buf):
             raise NeedMore()
-        self.pos = stop
-        return st.unpack_from(self.buf, start)
-
-    def take(self, size):
-        start = self.pos
-        stop = start + size
-        if size > MAX_REQUEST:
-            raise BadRequest('field of %d bytes exceeds the request limit' % size)
-        if stop > self.end:
+        values = self.header.unpack_from(buf, start)
+        sizes = [values[i] for i in self.sized]
+        if not all(_size_ok(size) for size in sizes) or (self.valid and not self.valid(values)):
+            raise BadRequest('invalid parameters', stop - pos)
+        if stop + sum(sizes) > len(buf):
             raise NeedMore()
-        self.pos = stop
-        return bytes(self.buf[start:stop])
-
-    def sized(self):
-        """A length-prefixed byte string (4-byte size, then the bytes)."""
-        size, = self.unpack(_U32)
-        return self.take(size)
-
-    def sized_list(self, count):
-        """``count`` length-prefixed byte strings.  Each takes at least its
-        4-byte size, so a count the request limit cannot hold is refused at
-        once (and no list of ``count`` items is ever built up front)."""
-        if count > MAX_REQUEST // _U32.size:
-            raise BadRequest('list of %d items exceeds the request limit' % count)
-        items = []
-        while len(items) < count:
-            items.append(self.sized())
-        return items
+        parts = []
+        for size in sizes:
+            parts.append(bytes(buf[stop:stop + size]))
+            stop += size
+        return self.build(values, parts), stop
 
 
-# Fixed headers after magic+command, by command.
-_H0 = struct.Struct('')
-_H1 = struct.Struct('>I')
-_H2 = struct.Struct('>II')
-_H3 = struct.Struct('>III')
-_H4 = struct.Struct('>IIII')
-_ADDINT = struct.Struct('>Ii')
-_ADDDOUBLE = struct.Struct('>Iqq')
-_RESTORE = struct.Struct('>IQI')
-_SETMST = struct.Struct('>IIQI')
-_REPL = struct.Struct('>QI')
+class _ListProgress(object):
+    """How far the items of an incomplete list request have been read."""
+    __slots__ = ('values', 'name', 'items', 'offset', 'count')
+
+    def __init__(self, values, name, offset, count):
+        self.values = values
+        self.name = name
+        self.items = []
+        self.offset = offset        # from the request's first byte
+        self.count = count
 
 
-def _kv(r):
-    ksiz, vsiz = r.unpack(_H2)
-    return r.take(ksiz), r.take(vsiz)
+class _List(object):
+    """mget and misc: a header (with a function name for misc) and a count
+    of length-prefixed items.  Items are read as they arrive and kept, so a
+    large list is read once, not again from its start on every read.
+
+    As in ttserver, an item longer than MAX_ARG_SIZE ends the list early:
+    the request ends after that item's size field and is answered with the
+    items before it."""
+
+    def __init__(self, fmt, count_at, name_at=None, build=None):
+        self.header = struct.Struct(fmt)
+        self.count_at = count_at
+        self.name_at = name_at
+        self.build = build
+
+    def start(self, buf, pos):
+        """The progress once the header (and name) are in."""
+        stop = pos + 2 + self.header.size
+        if stop > len(buf):
+            raise NeedMore()
+        values = self.header.unpack_from(buf, pos + 2)
+        count = values[self.count_at]
+        name_size = values[self.name_at] if self.name_at is not None else 0
+        if count > MAX_ARG_COUNT or name_size > MAX_NAME:
+            raise BadRequest('invalid parameters', stop - pos)
+        if stop + name_size > len(buf):
+            raise NeedMore()
+        name = bytes(buf[stop:stop + name_size])
+        return _ListProgress(values, name, stop + name_size - pos, count)
+
+    def resume(self, progress, buf, pos):
+        """Read the items that have arrived; the finished request, or
+        NeedMore with `progress` brought up to date."""
+        items, end = progress.items, len(buf)
+        at = pos + progress.offset
+        unpack, append = _U32.unpack_from, items.append
+        try:
+            while len(items) < progress.count:
+                if at + 4 > end:
+                    raise NeedMore()
+                size, = unpack(buf, at)
+                if not _size_ok(size):
+                    at += 4
+                    break
+                if at + 4 + size > end:
+                    raise NeedMore()
+                append(bytes(buf[at + 4:at + 4 + size]))
+                at += 4 + size
+        finally:
+            progress.offset = at - pos
+        return self.build(progress, items), at
 
 
-def _key(r):
-    ksiz, = r.unpack(_H1)
-    return (r.take(ksiz),)
+_KV = _Fixed('>II', sized=(0, 1))
+_KEY = _Fixed('>I', sized=(0,))
+_NOTHING = _Fixed('')
+_NON_NEGATIVE = 0x80000000          # an int field ttserver refuses when negative
 
-
-def _nothing(r):
-    return ()
-
-
-def _putshl(r):
-    ksiz, vsiz, width = r.unpack(_H3)
-    return r.take(ksiz), r.take(vsiz), width
-
-
-def _key_list(r):
-    count, = r.unpack(_H1)
-    return (r.sized_list(count),)
-
-
-def _fwmkeys(r):
-    psiz, limit = r.unpack(_H2)
-    if limit >= 0x80000000:             # sent as a signed int: -1 = no limit
-        limit -= 0x100000000
-    return r.take(psiz), limit
-
-
-def _addint(r):
-    ksiz, num = r.unpack(_ADDINT)
-    return r.take(ksiz), num
-
-
-def _adddouble(r):
-    ksiz, integ, fract = r.unpack(_ADDDOUBLE)
-    return r.take(ksiz), integ, fract
-
-
-def _ext(r):
-    nsiz, opts, ksiz, vsiz = r.unpack(_H4)
-    return r.take(nsiz), opts, r.take(ksiz), r.take(vsiz)
-
-
-def _misc(r):
-    nsiz, opts, count = r.unpack(_H3)
-    name = r.take(nsiz)
-    return name, opts, r.sized_list(count)
-
-
-def _copy(r):
-    psiz, = r.unpack(_H1)
-    return (r.take(psiz),)
-
-
-def _restore(r):
-    psiz, ts, opts = r.unpack(_RESTORE)
-    return r.take(psiz), ts, opts
-
-
-def _setmst(r):
-    hsiz, port, ts, opts = r.unpack(_SETMST)
-    return r.take(hsiz), port, ts, opts
-
-
-_PARSERS = {
-    'put': _kv, 'putkeep': _kv, 'putcat': _kv, 'putnr': _kv,
-    'putshl': _putshl,
-    'out': _key, 'get': _key, 'vsiz': _key,
-    'mget': _key_list,
-    'iterinit': _nothing, 'iternext': _nothing,
-    'fwmkeys': _fwmkeys,
-    'addint': _addint, 'adddouble': _adddouble,
-    'ext': _ext,
-    'sync': _nothing, 'vanish': _nothing, 'rnum': _nothing,
-    'size': _nothing, 'stat': _nothing,
-    'optimize': lambda r: (r.sized(),),
-    'copy': _copy, 'restore': _restore, 'setmst': _setmst,
-    'misc': _misc,
-    'repl': lambda r: r.unpack(_REPL),          # (ts, sid): the slave's request
+_LAYOUTS = {
+    'put': _KV, 'putkeep': _KV, 'putcat': _KV, 'putnr': _KV,
+    'putshl': _Fixed('>III', sized=(0, 1), valid=lambda v: v[2] < _NON_NEGATIVE,
+                     build=lambda v, p: (p[0], p[1], v[2])),
+    'out': _KEY, 'get': _KEY, 'vsiz': _KEY,
+    'mget': _List('>I', count_at=0, build=lambda progress, items: (items,)),
+    'iterinit': _NOTHING, 'iternext': _NOTHING,
+    # fwmkeys' limit is a signed int: -1 = no limit.
+    'fwmkeys': _Fixed('>Ii', sized=(0,), build=lambda v, p: (p[0], v[1])),
+    'addint': _Fixed('>Ii', sized=(0,), build=lambda v, p: (p[0], v[1])),
+    'adddouble': _Fixed('>Iqq', sized=(0,), build=lambda v, p: (p[0], v[1], v[2])),
+    'ext': _Fixed('>IIII', sized=(0, 2, 3), valid=lambda v: v[0] <= MAX_NAME,
+                  build=lambda v, p: (_c_string(p[0]), v[1], p[1], p[2])),
+    'sync': _NOTHING, 'vanish': _NOTHING, 'rnum': _NOTHING,
+    'size': _NOTHING, 'stat': _NOTHING,
+    'optimize': _KEY, 'copy': _KEY,
+    'restore': _Fixed('>IQI', sized=(0,), build=lambda v, p: (p[0], v[1], v[2])),
+    'setmst': _Fixed('>IIQI', sized=(0,), valid=lambda v: v[1] < _NON_NEGATIVE,
+                     build=lambda v, p: (p[0], v[1], v[2], v[3])),
+    'misc': _List('>III', count_at=2, name_at=0,
+                  build=lambda progress, items: (_c_string(progress.name), progress.values[1],
+                                                 items)),
+    'repl': _Fixed('>QI', build=lambda v, p: v),        # (ts, sid): the slave's request
 }
 
 
-def parse_request(buf, pos=0):
-    """Parse one request starting at ``buf[pos]``.
+def _c_string(name):
+    """A function name as ttserver keeps it (a C string): up to a NUL."""
+    return name.split(b'\0', 1)[0]
 
-    Returns ``(request, next_pos)``.  Raises `NeedMore` when the request is
-    not complete yet and `BadRequest` for an unknown command byte or a
-    request over `MAX_REQUEST` (ttserver closes the connection for both).
-    The caller checks the magic byte before calling.
-    """
+
+def _command_at(buf, pos):
     if len(buf) - pos < 2:
         raise NeedMore()
-    code = bytearray(buf[pos + 1:pos + 2])[0]
-    command = COMMANDS.get(code)
+    command = COMMANDS.get(bytearray(buf[pos + 1:pos + 2])[0])
     if command is None:
-        raise BadRequest('unknown command 0x%02x' % code)
-    reader = _Reader(buf, pos + 2)
-    args = _PARSERS[command](reader)
-    return Request(command, args), reader.pos
+        raise BadRequest('unknown command', 2)
+    return command
+
+
+class Framer(object):
+    """Cuts one connection's bytes into requests.
+
+    An incomplete request costs nothing to look at again: a fixed one is
+    only measured (its header gives its length), and a list request (mget,
+    misc) keeps the items read so far (`_List`).  The caller passes the
+    position where the incomplete request starts each time; it may drop
+    the bytes before it meanwhile."""
+
+    def __init__(self):
+        self._command = None
+        self._progress = None
+
+    def parse(self, buf, pos=0):
+        """Parse one request starting at ``buf[pos]``: ``(request,
+        next_pos)``.  Raises `NeedMore` when it is not complete yet and
+        `BadRequest` for what ttserver does not answer.  The caller checks
+        the magic byte."""
+        if self._progress is None:
+            command = _command_at(buf, pos)
+            layout = _LAYOUTS[command]
+            if isinstance(layout, _Fixed):
+                args, stop = layout.parse(buf, pos)
+                return Request(command, args), stop
+            self._command, self._progress = command, layout.start(buf, pos)
+        args, stop = _LAYOUTS[self._command].resume(self._progress, buf, pos)
+        command, self._command, self._progress = self._command, None, None
+        return Request(command, args), stop
+
+
+def parse_request(buf, pos=0):
+    """One complete request at ``buf[pos]`` (see `Framer.parse`), for a
+    buffer that is not read any further (an update log body, a test)."""
+    return Framer().parse(buf, pos)
 
 
 # ------------------------------------------------------------ responses
@@ -249,12 +283,93 @@ def list_response(items, status=SUCCESS):
     return b''.join(parts)
 
 
-def pairs_response(pairs):
-    """mget's answer: count, then (ksiz, vsiz, key, value) per record."""
-    parts = [SUCCESS, _U32.pack(len(pairs))]
-    for key, value in pairs:
-        parts.append(_H2.pack(len(key), len(value)) + key + value)
-    return b''.join(parts)
+_PAIR_SIZES = struct.Struct('>II')
+_CHUNK = 64 * 1024
+# Keys looked up (or answered) between two turns of the server's loop.
+_BATCH = 4096
+
+
+class Streamed(object):
+    """An answer produced piece by piece while the client reads it (mget,
+    misc getlist).  A request of a few bytes can name one large record a
+    million times; built whole, its answer would take that much memory, and
+    a million lookups at once would keep every other client waiting.
+
+    `status` is the first byte; `chunks` yields every byte, status
+    included, and None where the server should serve others before it asks
+    for more."""
+    __slots__ = ('status', 'chunks')
+
+    def __init__(self, status, chunks):
+        self.status = status
+        self.chunks = chunks
+
+
+def status_of(answer):
+    """The status byte of an answer, built whole or `Streamed`."""
+    if isinstance(answer, Streamed):
+        return answer.status
+    return answer[:1]
+
+
+def _chunked(pieces):
+    """Small pieces joined into chunks of about _CHUNK bytes; a large piece
+    (a value) goes out as it is, never copied into a chunk; None passes."""
+    batch, size = [], 0
+    for piece in pieces:
+        if piece is None or len(piece) >= _CHUNK:
+            if batch:
+                yield b''.join(batch)
+                batch, size = [], 0
+            yield piece
+            continue
+        batch.append(piece)
+        size += len(piece)
+        if size >= _CHUNK:
+            yield b''.join(batch)
+            batch, size = [], 0
+    if batch:
+        yield b''.join(batch)
+
+
+def _found_pieces(keys, read, per_record, pieces):
+    """Look the keys up `_BATCH` at a time (`read(batch, found)` fills the
+    dict found: key -> value or None, each distinct key read once), then
+    the count of records found times `per_record`, then `pieces(key,
+    value)` for each, in the order of `keys`.  None between batches: a
+    short list is answered at once."""
+    found, count = {}, 0
+    for start in range(0, len(keys), _BATCH):
+        if start:
+            yield None
+        batch = keys[start:start + _BATCH]
+        read(batch, found)
+        count += sum(1 for key in batch if found[key] is not None)
+    yield SUCCESS + _U32.pack(count * per_record)
+    for start in range(0, len(keys), _BATCH):
+        if start:
+            yield None
+        for key in keys[start:start + _BATCH]:
+            value = found[key]
+            if value is not None:
+                for piece in pieces(key, value):
+                    yield piece
+
+
+def pairs_answer(keys, read):
+    """mget's answer: count, then (ksiz, vsiz, key, value) for each of
+    `keys`, in order, that is stored."""
+    return Streamed(SUCCESS, _chunked(_found_pieces(
+        keys, read, 1, lambda key, value: (_PAIR_SIZES.pack(len(key), len(value)) + key,
+                                           value))))
+
+
+def list_pairs_answer(keys, read):
+    """misc getlist's answer: a list of key, value, key, value... for each
+    of `keys` that is stored."""
+    return Streamed(SUCCESS, _chunked(_found_pieces(
+        keys, read, 2, lambda key, value: (_U32.pack(len(key)) + key + _U32.pack(len(value)),
+                                           value))))
 
 
 def request_bytes(command, *fields):

@@ -1,8 +1,8 @@
 """tcjson-tyrant: a Tokyo Tyrant protocol server for development and tests.
 
-    tcjson-tyrant [-host H] [-port P] [-ulog DIR] [-ulim N] [-sid N]
+    tcjson-tyrant [-host H] [-port P] [-thnum N] [-ulog DIR] [-ulim N] [-sid N]
                   [-mhost H] [-mport P] [-rts FILE] [-rcc]
-                  [-mask EXPR] [-unmask EXPR] [DBPATH]
+                  [-ext FILE] [-extpc NAME PERIOD] [-mask EXPR] [-unmask EXPR] [DBPATH]
 
 Speaks ttserver 1.1.41's binary protocol over TCP.  DBPATH ``*`` (or none)
 keeps records in memory; a path ending in ``.tch`` keeps them in a Tokyo
@@ -14,11 +14,17 @@ small and the stores answer in microseconds, so an event loop gives lower
 latency than a thread per client and cannot deadlock.  Replication (the
 update log, feeds to slaves, the link to a master: see `replication`) runs
 in the same loop; it is driven by socket events and a deadline it reports.
+Only ext calls of a Lua script (``-ext``) leave the loop: they run on
+``-thnum`` worker threads (`extension`), and their answers come back
+through a pipe the loop watches.  A connection waits for its ext answer
+before its next request is read, so answers keep the order of requests.
 """
 from __future__ import absolute_import, print_function
 
 import argparse
+import collections
 import errno
+import fcntl
 import os
 import select
 import signal
@@ -26,10 +32,10 @@ import socket
 import sys
 import time
 
-from . import protocol, replication, ulog
+from . import extension, protocol, replication, ulog
 from .commands import Dispatcher
 from .mask import CommandMask
-from .storage import StoreError, open_store
+from .storage import ClosedStore, StoreError, open_store
 
 DEFAULT_PORT = 1978
 _RECV_SIZE = 256 * 1024
@@ -41,11 +47,15 @@ _TEXT_LIMIT = 64 * 1024
 # is waiting for it, its further requests stay unread (in its buffer or the
 # kernel's) until it catches up, so the server's memory stays bounded.
 _OUTBUF_LIMIT = 4 * 1024 * 1024
+# While a connection waits for an ext answer (or a streamed answer is still
+# being made), its later requests wait in its buffer; past this much the
+# rest stays in the kernel's until the answer is out.
+_HELD_INPUT = 1024 * 1024
 
 
 class _Connection(object):
     __slots__ = ('sock', 'fd', 'inbuf', 'outbuf', 'text_bytes', 'watching_out',
-                 'reading', 'peer_done', 'feed')
+                 'reading', 'peer_done', 'feed', 'framer', 'waiting', 'stream')
 
     def __init__(self, sock):
         self.sock = sock
@@ -57,6 +67,14 @@ class _Connection(object):
         self.reading = True           # registered for EPOLLIN?
         self.peer_done = False        # client shut its sending side
         self.feed = None              # a slave's connection: its replication.Feed
+        self.framer = protocol.Framer()
+        self.waiting = False          # an ext call of this connection is running
+        self.stream = None            # the rest of a protocol.Streamed answer
+
+    @property
+    def busy(self):
+        """An answer is still being made: later requests wait."""
+        return self.waiting or self.stream is not None
 
 
 class _Poller(object):
@@ -91,8 +109,9 @@ class TyrantServer(object):
     """Listens on host:port and answers Tyrant requests from one store."""
 
     def __init__(self, store, host='127.0.0.1', port=DEFAULT_PORT, settings=None,
-                 mask=None):
+                 scripting=None, mask=None):
         """`settings`: replication.Settings (none: no update log, no master);
+        `scripting`: extension.Settings (none: no Lua, ext answers failure);
         `mask`: the mask.CommandMask of -mask/-unmask (none: all allowed).
         Raises ulog.UpdateLogError when the update log cannot be opened."""
         settings = settings or replication.Settings()
@@ -101,6 +120,9 @@ class TyrantServer(object):
         self.dispatcher = Dispatcher(store, settings.sid, self.update_log, mask)
         self.watchers = {}            # fd -> callback(readable, writable, error)
         self.replication = settings.start(self.dispatcher, self, self.update_log)
+        self.extension = None
+        if scripting is not None and scripting.path is not None:
+            self._start_extension(scripting)
         self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.listener.bind((host, port))
@@ -108,18 +130,58 @@ class TyrantServer(object):
         self.listener.setblocking(False)
         self.address = self.listener.getsockname()
         self.connections = {}
+        self.runnable = set()         # connections whose streamed answer wants a turn
         self.accept_paused = False
         # Set by stop() (a signal handler) and never cleared: a signal that
         # lands before serve_forever starts must still stop it.
         self.stop_requested = False
 
+    def _start_extension(self, scripting):
+        """Lua states and worker threads; finished calls are queued and the
+        loop woken through a pipe."""
+        self.finished_calls = collections.deque()
+        self.wake_read, self.wake_write = os.pipe()
+        for fd in (self.wake_read, self.wake_write):
+            fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_NONBLOCK)
+        self.watchers[self.wake_read] = self._deliver_ext_answers
+        self.extension = extension.Extension(scripting.path, self.dispatcher, scripting.threads,
+                                             self._ext_done, scripting.periodic)
+
+    @property
+    def extension_failed(self):
+        """The script could not be loaded (ttserver then exits with 1)."""
+        return self.extension is not None and self.extension.failed
+
+    def _ext_done(self, conn, answer):
+        """On a worker thread: hand the answer to the loop."""
+        self.finished_calls.append((conn, answer))
+        try:
+            os.write(self.wake_write, b'x')
+        except OSError:
+            pass                # the pipe is full: the loop is woken already
+
+    def _deliver_ext_answers(self, readable, writable, error):
+        try:
+            while os.read(self.wake_read, 4096):
+                pass
+        except OSError:
+            pass
+        while self.finished_calls:
+            conn, answer = self.finished_calls.popleft()
+            if self.connections.get(conn.fd) is conn:
+                conn.waiting = False
+                conn.outbuf += answer
+                self._flush(conn)
+
     def serve_forever(self):
         poller = self.poller = _Poller()
         listen_fd = self.listener.fileno()
         poller.register(listen_fd, poller.IN)
+        for fd in self.watchers:
+            poller.register(fd, poller.IN)
         while not self.stop_requested:
             try:
-                events = poller.poll(self._poll_timeout())
+                events = poller.poll(0 if self.runnable else self._poll_timeout())
             except (IOError, OSError, select.error) as exc:
                 if exc.args[0] == errno.EINTR:
                     continue
@@ -140,7 +202,15 @@ class TyrantServer(object):
                     print('tcjson-tyrant: internal error, connection dropped: %s: %s'
                           % (type(exc).__name__, exc), file=sys.stderr)
                     self._close(conn)
+            self._give_streams_a_turn()
             self.replication.run(time.time())
+
+    def _give_streams_a_turn(self):
+        """Streamed answers go on where they left off to let others in."""
+        for conn in list(self.runnable):
+            self.runnable.discard(conn)
+            if self.connections.get(conn.fd) is conn:
+                self._flush(conn)
 
     def _poll_timeout(self):
         """Seconds to wait for events: at most one, less when replication
@@ -184,13 +254,28 @@ class TyrantServer(object):
         self.stop_requested = True
 
     def close(self):
-        """Close every socket, then sync and close the database."""
+        """Close every socket, stop the ext workers, sync and close the
+        database, then run the script's _end() (as ttserver does, with the
+        database closed already) and close the update log."""
         for conn in list(self.connections.values()):
             self._close(conn)
         self.replication.close()
         self.listener.close()
+        stopped = self.extension is None or self.extension.stop()
+        if not stopped:
+            # A Lua call is still running: it must never reach the store
+            # once it is closed, so the lock stays taken until the exit.
+            print('tcjson-tyrant: an ext call is still running; exiting without it',
+                  file=sys.stderr)
+            self.dispatcher.lock.acquire()
         self.store.sync()
         self.store.close()
+        if stopped and self.extension is not None:
+            self.dispatcher.store = ClosedStore()
+            self.extension.end()
+        if self.extension is not None:
+            os.close(self.wake_read)
+            os.close(self.wake_write)
         if self.update_log is not None:
             self.update_log.close()
 
@@ -230,7 +315,7 @@ class TyrantServer(object):
             # go out first; _flush closes once they have (a slave that
             # hangs up is owed nothing).
             conn.peer_done = True
-            if conn.outbuf and conn.feed is None:
+            if (conn.outbuf or conn.busy) and conn.feed is None:
                 self._flush(conn)
             else:
                 self._close(conn)
@@ -238,26 +323,33 @@ class TyrantServer(object):
         if conn.feed is not None:
             return          # a slave sends nothing after its request; ignore it
         conn.inbuf += data
-        if not self._answer(conn):
-            # Hang up, but first try to send what the requests before the
-            # bad one earned (ttserver answers them in order, then closes).
-            del conn.inbuf[:]
-            if conn.outbuf:
-                self._flush(conn)
-            self._close(conn)
+        if not self._answer_or_hang_up(conn):
             return
-        if conn.outbuf:
+        if conn.outbuf or conn.busy:
             self._flush(conn)
 
+    def _answer_or_hang_up(self, conn):
+        """Answer what can be answered; False when the connection was
+        closed for a bad request (after the answers the requests before it
+        earned were sent, as far as the socket takes them at once: ttserver
+        answers them in order, then closes)."""
+        if self._answer(conn):
+            return True
+        del conn.inbuf[:]
+        if conn.outbuf:
+            self._send(conn)
+        self._close(conn)
+        return False
+
     def _answer(self, conn):
-        """Answer every complete request in the buffer; False to hang up."""
+        """Answer every complete request in the buffer, up to one whose
+        answer is still being made; False to hang up."""
         buf = conn.inbuf
         pos = 0
         end = len(buf)
         magic = protocol.MAGIC
-        handle = self.dispatcher.handle
         try:
-            while pos < end and len(conn.outbuf) < _OUTBUF_LIMIT:
+            while pos < end and not conn.busy and len(conn.outbuf) < _OUTBUF_LIMIT:
                 if buf[pos] != magic:
                     # Not binary protocol: drop it unanswered, as noted above.
                     conn.text_bytes += end - pos
@@ -266,12 +358,15 @@ class TyrantServer(object):
                         return False
                     break
                 try:
-                    request, pos_after = protocol.parse_request(buf, pos)
+                    request, pos_after = conn.framer.parse(buf, pos)
                 except protocol.NeedMore:
-                    if end - pos > protocol.MAX_REQUEST:
-                        return False
                     break
-                except protocol.BadRequest:
+                except protocol.BadRequest as exc:
+                    # ttserver answers nothing, reads on in what the client
+                    # sent with it, and hangs up when that is all.
+                    pos = min(end, pos + exc.consumed)
+                    if pos < end:
+                        continue
                     return False
                 pos = pos_after
                 if request.command == 'repl':
@@ -280,20 +375,50 @@ class TyrantServer(object):
                     del buf[:]
                     pos = 0
                     return self._start_feed(conn, *request.args)
-                try:
-                    response = handle(request)
-                except Exception as exc:        # one client's request, not the server
-                    print('tcjson-tyrant: %s failed (%s: %s); closing that connection'
-                          % (request.command, type(exc).__name__, exc), file=sys.stderr)
+                if not self._run(conn, request):
                     return False
-                if response is not None:
-                    conn.outbuf += response
         finally:
             # On every way out, including a hang-up: what was answered
             # leaves the buffer and is never run a second time.
             if pos:
                 del buf[:pos]
         return True
+
+    def _run(self, conn, request):
+        """Start answering one request; False to hang up."""
+        if request.command == 'ext' and self.extension is not None \
+                and not self.dispatcher.mask.forbids('ext'):
+            self.dispatcher.count(request)
+            conn.waiting = True
+            self.extension.submit(conn, *request.args)
+            return True
+        try:
+            response = self.dispatcher.handle(request)
+        except Exception as exc:        # one client's request, not the server
+            print('tcjson-tyrant: %s failed (%s: %s); closing that connection'
+                  % (request.command, type(exc).__name__, exc), file=sys.stderr)
+            return False
+        if isinstance(response, protocol.Streamed):
+            conn.stream = response.chunks
+            self._pump(conn)
+        elif response is not None:
+            conn.outbuf += response
+        return True
+
+    def _pump(self, conn):
+        """Move the next pieces of a streamed answer to the output buffer,
+        while it holds less than the limit, until the answer asks to let
+        others in first (then it goes on in the loop's next turn)."""
+        while conn.stream is not None and len(conn.outbuf) < _OUTBUF_LIMIT:
+            try:
+                chunk = next(conn.stream)
+            except StopIteration:
+                conn.stream = None
+                return
+            if chunk is None:
+                self.runnable.add(conn)
+                return
+            conn.outbuf += chunk
 
     def _start_feed(self, conn, ts, slave_sid):
         """Turn the connection into a replication stream to a slave;
@@ -308,29 +433,36 @@ class TyrantServer(object):
             conn.outbuf += data
             self._flush(conn)
 
-    def _flush(self, conn):
+    def _send(self, conn):
+        """Send what the socket takes now; False when it failed (closed)."""
         try:
             sent = conn.sock.send(conn.outbuf)
         except socket.error as exc:
             if exc.args[0] in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR):
-                sent = 0
-            else:
-                self._close(conn)
-                return
+                return True
+            self._close(conn)
+            return False
         del conn.outbuf[:sent]
-        if conn.inbuf and len(conn.outbuf) < _OUTBUF_LIMIT:
-            # Caught up: answer requests held back by the limit (they may
-            # be all the client sent, so no read event would bring them).
-            if not self._answer(conn):
-                self._close(conn)
+        return True
+
+    def _flush(self, conn):
+        if conn.outbuf and not self._send(conn):
+            return
+        self._pump(conn)
+        if conn.inbuf and not conn.busy and len(conn.outbuf) < _OUTBUF_LIMIT:
+            # Caught up: answer requests held back by the limit or by an
+            # answer being made (they may be all the client sent, so no
+            # read event would bring them).
+            if not self._answer_or_hang_up(conn):
                 return
         pending = bool(conn.outbuf)
-        if conn.peer_done and not pending:
+        if conn.peer_done and not pending and not conn.busy:
             self._close(conn)
             return
         # Ask for write readiness only while a reply is stuck in the buffer
         # (a slow reader); the common case costs no extra system call.
-        reading = len(conn.outbuf) < _OUTBUF_LIMIT and not conn.peer_done
+        reading = (len(conn.outbuf) < _OUTBUF_LIMIT and not conn.peer_done
+                   and not (conn.busy and len(conn.inbuf) >= _HELD_INPUT))
         if pending != conn.watching_out or reading != conn.reading:
             conn.watching_out, conn.reading = pending, reading
             mask = (self.poller.IN if reading else 0) | (self.poller.OUT if pending else 0)
@@ -342,6 +474,7 @@ class TyrantServer(object):
         if self.connections.get(fd) is not conn:
             return
         del self.connections[fd]
+        self.runnable.discard(conn)
         if conn.feed is not None:
             self.replication.close_feed(conn.feed)
         try:
@@ -386,9 +519,33 @@ def _parser():
                              'allwrite, allmanage, ...) or 0x bits, split at spaces or commas')
     parser.add_argument('-unmask', metavar='EXPR', dest='mask_options', action='append',
                         type=lambda expr: ('unmask', expr), help='allow these again')
+    _add_scripting_arguments(parser)
     parser.add_argument('dbpath', nargs='?', default='*',
                         help='* for in memory (default), or a .tch file')
     return parser
+
+
+def _add_scripting_arguments(parser):
+    parser.add_argument('-thnum', metavar='N', type=int, default=extension.DEFAULT_THREADS,
+                        help='worker threads for ext calls, each with its own Lua state '
+                             '(default %d)' % extension.DEFAULT_THREADS)
+    parser.add_argument('-ext', metavar='FILE',
+                        help='Lua script whose global functions the ext command calls '
+                             '(@CODE: the code itself)')
+    parser.add_argument('-extpc', metavar=('NAME', 'PERIOD'), nargs=2, action='append',
+                        default=[], help='call the script function NAME every PERIOD seconds')
+
+
+def _scripting_settings(parser, args):
+    if args.thnum < 1:
+        parser.error('-thnum must be at least 1')
+    periodic = []
+    for name, period in args.extpc:
+        try:
+            periodic.append((name, float(period)))
+        except ValueError:
+            parser.error('-extpc %s %s: the period must be a number of seconds' % (name, period))
+    return extension.Settings(args.ext, args.thnum, periodic)
 
 
 def _replication_settings(parser, args):
@@ -409,6 +566,7 @@ def main(argv=None):
     mask = CommandMask.from_options(args.mask_options or ())
     if mask:
         print('tcjson-tyrant: command bit mask: 0x%x' % mask.bits, file=sys.stderr)
+    scripting = _scripting_settings(parser, args)
     # Handle SIGTERM/SIGINT from the start: the port accepts connections
     # before serve_forever runs, and a signal in that gap (or while the
     # database opens) must still end in a sync and exit status 0.
@@ -427,7 +585,7 @@ def main(argv=None):
         print('tcjson-tyrant: %s' % exc, file=sys.stderr)
         return 1
     try:
-        server = TyrantServer(store, args.host, args.port, settings, mask)
+        server = TyrantServer(store, args.host, args.port, settings, scripting, mask)
     except ulog.UpdateLogError as exc:
         store.close()
         print('tcjson-tyrant: ERROR tculogopen failed: %s' % exc, file=sys.stderr)
@@ -450,7 +608,7 @@ def main(argv=None):
         server.serve_forever()
     finally:
         server.close()
-    return 0
+    return 1 if server.extension_failed else 0
 
 
 if __name__ == '__main__':

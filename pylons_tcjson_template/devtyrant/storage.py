@@ -313,6 +313,53 @@ class CabinetStore(object):
         return self._tc.tchdbfsiz(self._hdb)
 
 
+class ClosedStore(object):
+    """What is left once the database is closed: ttserver closes it before
+    the script's _end() runs, so every write there fails (and is logged
+    as failed) and every read finds nothing."""
+
+    kind = 'closed'
+    path = ''
+
+    def get(self, key):
+        return None
+
+    def put(self, key, value):
+        return False
+
+    putkeep = putcat = put
+
+    def out(self, key):
+        return False
+
+    def addint(self, key, num):
+        return None
+
+    adddouble = addint
+
+    def iterinit(self):
+        return False
+
+    def iternext(self):
+        return None
+
+    def fwmkeys(self, prefix, limit):
+        return []
+
+    def vanish(self):
+        return False
+
+    sync = vanish
+
+    def rnum(self):
+        return 0
+
+    size = rnum
+
+    def close(self):
+        pass
+
+
 def open_store(dbpath):
     """The store for a ttserver-style database name: ``*`` (or nothing)
     means in memory, a name ending in ``.tch`` a Tokyo Cabinet file."""

@@ -28,9 +28,11 @@ RECORD_MAGIC = 0xC9
 NOP_MAGIC = 0xCA
 MAX_SID = 0xFFFF
 DISK_HEADER = struct.Struct('>BQHHI')     # magic, ts, sid, mid, size
-# A body holds one request and its result byte, so nothing larger was ever
-# logged by this server nor could be redone by it: a larger SIZE is damage.
-MAX_BODY = protocol.MAX_REQUEST + 1
+# A body holds one request and its result byte: at most a put of the
+# largest key and value ttserver takes, with its header.  Nothing larger was
+# ever logged by this server nor could be redone by it: a larger SIZE is
+# damage.
+MAX_BODY = 2 * protocol.MAX_ARG_SIZE + 64
 # The commands a log can hold (what ttserver's tculogadbredo accepts).
 LOGGED_CODES = frozenset(protocol.CODES[name] for name in (
     'put', 'putkeep', 'putcat', 'putshl', 'out', 'addint', 'adddouble', 'sync',
