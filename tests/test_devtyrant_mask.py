@@ -31,6 +31,7 @@ import struct
 
 import pytest
 
+from pylons_tcjson_template.devtyrant import protocol
 from pylons_tcjson_template.devtyrant.launcher import TyrantProcess, find_ttserver, free_port
 from pylons_tcjson_template.devtyrant.mask import CommandMask, parse
 from test_devtyrant_replication_support import (
@@ -328,9 +329,12 @@ def application_commands():
     for name in os.listdir(SOURCES):
         if name.endswith('.py'):
             with open(os.path.join(SOURCES, name)) as source:
-                names.update(re.findall(r"request\('(\w+)'", source.read()))
+                text = source.read()
+                names.update(re.findall(r"request\('(\w+)'", text))
+                # ...and the commands of pipelines: ('get', key), ('ext', name, ...)
+                names.update(re.findall(r"\('(\w+)', ", text))
     names.discard('next_keys')
-    return names
+    return set(name for name in names if name in protocol.CODES)
 
 
 def test_readme_production_lines_refuse_what_no_client_should_send():
@@ -343,7 +347,8 @@ def test_readme_production_lines_refuse_what_no_client_should_send():
     assert [name for name in REFUSED if mask.forbids(name)] == REFUSED
     assert [name for name in sorted(application_commands()) if mask.forbids(name)] == []
     assert not mask.forbids('repl') and mask.replicates_from_master
-    assert {'get', 'put', 'putkeep', 'out', 'fwmkeys', 'misc'} <= application_commands()
+    assert {'get', 'mget', 'vsiz', 'put', 'out', 'fwmkeys', 'ext', 'stat'} <= \
+        application_commands()
 
 
 def test_a_pair_with_the_readme_mask_replicates_and_refuses(tmpdir):
