@@ -81,17 +81,41 @@ local function string_end(s, i)
   end
 end
 
+-- A JSON number, exactly: -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?
+local function json_number(word)
+  local digits, rest = word:match("^%-?(%d+)(.*)$")
+  if not digits or (#digits > 1 and sub(digits, 1, 1) == "0") then return false end
+  rest = rest:match("^%.%d+(.*)$") or rest
+  return rest == "" or find(rest, "^[eE][%+%-]?%d+$") ~= nil
+end
+
+local function scalar(word)
+  return word == "true" or word == "false" or word == "null" or json_number(word)
+end
+
+-- The numbers and literals between the brackets and strings of a value
+-- (strict: a request, whose values are stored as they are).
+local function check_gap(s, j, e)
+  local gap = sub(s, j, e)
+  if find(gap, "[%w%.%+%-]%s+[%w%.%+%-]") then fail("a ',' missing") end
+  for word in gap:gmatch("[^%s,:]+") do
+    if not scalar(word) then fail("not a JSON value: " .. sub(word, 1, 20)) end
+  end
+end
+
 -- The index of the last byte of the JSON value that starts at i.  Inside
 -- arrays and objects only brackets and strings are tracked; what lies
 -- between them may hold nothing but the characters of numbers, literals,
--- commas, colons and spaces.
-local function value_end(s, i)
+-- commas, colons and spaces -- with `strict`, only numbers and literals
+-- written as JSON writes them.
+local function value_end(s, i, strict)
   local c = sub(s, i, i)
   if c == '"' then return string_end(s, i) end
   if c == "{" or c == "[" then
     local open, j = {c}, i + 1
     while true do
       local _, e = find(s, "^[ \t\r\n,:%w%.%+%-]*", j)
+      if strict and e >= j then check_gap(s, j, e) end
       local k = e + 1
       local ch = sub(s, k, k)
       if ch == '"' then
@@ -113,8 +137,7 @@ local function value_end(s, i)
   local _, e = find(s, "^[%w%.%+%-]+", i)
   if not e then fail("a value expected") end
   local word = sub(s, i, e)
-  if word ~= "true" and word ~= "false" and word ~= "null"
-      and not find(word, "^%-?%d+%.?%d*[eE]?[%+%-]?%d*$") then
+  if not (scalar(word) or (not strict and find(word, "^%-?%d+%.?%d*[eE]?[%+%-]?%d*$"))) then
     fail("not a JSON value")
   end
   return e
@@ -176,7 +199,7 @@ local function start(s, what)
 end
 
 -- The members of the JSON object `s`, in order: {{raw name, name, raw value}...}.
-local function members(s, what)
+local function members(s, what, strict)
   local list, i = {}, start(s, what)
   if sub(s, i, i) ~= "{" then fail(what .. " is not a JSON object") end
   i = skip(s, i + 1)
@@ -188,7 +211,7 @@ local function members(s, what)
       i = skip(s, e + 1)
       if sub(s, i, i) ~= ":" then fail(what .. ": ':' expected") end
       i = skip(s, i + 1)
-      local last = value_end(s, i)
+      local last = value_end(s, i, strict)
       if #list >= MAX_MEMBERS then fail(what .. " has too many members") end
       list[#list + 1] = {raw, unescape(raw), sub(s, i, last)}
       i = skip(s, last + 1)
@@ -267,7 +290,7 @@ end
 --   entry, max, ids, lines, line, all, but, keep    user indexes (below)
 local function parse_request(text)
   local r = {set = {}, unset = {}, ver = {}}
-  for _, m in ipairs(members(text, "the request")) do
+  for _, m in ipairs(members(text, "the request", true)) do
     local name, raw = m[2], m[3]
     if name == "set" then
       r.set = members(raw, "set")

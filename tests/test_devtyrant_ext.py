@@ -365,9 +365,6 @@ def test_without_lupa_every_call_fails_and_the_exit_status_says_so(tmpdir):
     assert 'scrextnew failed: No module named lupa (pip install lupa)' in open(log).read()
 
 
-@pytest.mark.xfail(strict=True, reason='tcjson.lua checks a value only loosely: a top-level '
-                   'number by a pattern that takes 1-, 01 and 1., a nested one by its '
-                   'characters ([tru,-]); merge then stores text no JSON parser reads')
 def test_tcjson_lua_refuses_a_value_that_is_not_json(tmpdir):
     server = Server('tcjson-tyrant', tmpdir, ext=TCJSON_LUA, dbpath='*').start()
     try:

@@ -65,7 +65,7 @@ def test_every_server_runs_tcjson_lua_unless_told_otherwise(tmpdir, monkeypatch)
     assert TyrantProcess('*', ext=other).command()[-3:] == ['-ext', other, '*']
     with TyrantProcess('*') as server:
         client = pytyrant.PyTyrant.open(server.host, server.port)
-        assert client.call_func('probe', '', '', record_locking=True).startswith('tcjson ')
+        assert client.call_func('probe', '', '', record_locking=True).startswith('{"tcjson":1,')
         client.t.sock.close()
     assert open(argv_file).read().split()[-3:] == ['-ext', TCJSON_LUA, '*']
 

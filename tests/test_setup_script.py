@@ -55,6 +55,6 @@ def test_peers_only_when_asked_and_the_tests_that_skip_without_them(tmpdir):
                         ('chromium', 'tests/test_template_browser.py')):
         assert '%s: ' % peer in listed and tests in listed, (peer, out)
     script = open(SETUP).read()
-    assert 'apt_install libtokyocabinet9 tokyocabinet-bin "${peers[@]}"' in script
+    assert 'apt_install libtokyocabinet9 tokyocabinet-bin lua5.1 "${peers[@]}"' in script
     assert script.count('"${peers[@]}"') == 2          # installed with --all only
     assert '--all' in open(os.path.join(ROOT, '.ci', 'run')).read()

@@ -146,6 +146,7 @@ def test_a_killed_member_is_skipped_at_once_and_used_again_when_back(pair):
     ids = ids_preferring(servers, dead, 10) + ids_preferring(servers, 1 - dead, 10)
     for session_id in ids:
         create(servers, session_id, n=0)
+    assert converged(pair, ids)                 # nothing left to send when it dies
     pair.members[0].kill()
     started = time.time()
     for round_ in range(1, 11):
@@ -188,6 +189,7 @@ def test_only_both_members_down_is_an_outage(pair):
     servers = servers_of(pair.url)
     session_id = ids_preferring(servers, 0, 1)[0]
     create(servers, session_id, n=1)
+    assert converged(pair, [session_id])
     pair.members[1].kill()
     assert merge(servers, session_id, n=2) == 'ok'
     pair.members[0].kill()
@@ -610,7 +612,7 @@ def test_paster_tyrant_starts_the_pair_of_the_ini_file(project, tmpdir):
                                    stdout=out, stderr=subprocess.STDOUT)
     try:
         for port in ports:
-            assert wait_for_port(port, process, 30), open(log).read()
+            assert wait_for_port('127.0.0.1', port, 30, process), open(log).read()
         for index, port in enumerate(ports):
             key = 'from %d' % index
             raw_put(port, key, key)
@@ -625,7 +627,7 @@ def test_paster_tyrant_starts_the_pair_of_the_ini_file(project, tmpdir):
         assert os.listdir(os.path.join(home, 'ulog'))
         assert os.path.isfile(os.path.join(home, 'replication.rts'))
         assert 'started as: ' in output and '-mport %d' % port in output
-        assert not wait_for_port(port, timeout=0.2)
+        assert not wait_for_port('127.0.0.1', port, 0.2)
 
 
 def test_paster_tyrant_refuses_a_url_the_application_would_refuse(project):

@@ -49,6 +49,11 @@ store = {}
 check("merge missing", merge("s", '{"set":{"a":1}}'), "missing")
 check("merge missing writes nothing", store.s, nil)
 
+-- values a request sets are JSON as JSON writes it
+store.s = '{"a":1}'
+merge("s", '{"set":{"n":[-0,0.5,1e-7,2E+10,-12.5e3,true,null,"x"]}}')
+check("strict JSON accepted", store.s, '{"a":1,"n":[-0,0.5,1e-7,2E+10,-12.5e3,true,null,"x"]}')
+
 -- merge keeps every untouched byte: numbers are never decoded
 store.s = '{"big":9007199254740993,"f":1.0,"z":-0.0,"e":1E+400,"u":"\\u00e9\\/",'
   .. '"n":{"a":[1,2,{"b":null}]} , "t":true}'
@@ -90,7 +95,10 @@ for index, record in ipairs(hostile) do
 end
 store.s = '{"a":1}'
 for index, request in ipairs({'{"set":[1]}', '{"set":{"b":}}', '{"unset":[1]}',
-                              '{"nonsense":1}', '{"limit":-1}', 'nope', '{"set":{"b":1}'}) do
+                              '{"nonsense":1}', '{"limit":-1}', 'nope', '{"set":{"b":1}',
+                              '{"set":{"b":1-}}', '{"set":{"b":01}}', '{"set":{"b":1.}}',
+                              '{"set":{"b":[tru,-]}}', '{"set":{"b":[1 2]}}',
+                              '{"set":{"b":{"c":1e}}}'}) do
   refused("malformed request " .. index, merge, "s", request)
 end
 
