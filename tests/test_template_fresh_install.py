@@ -143,7 +143,7 @@ def test_install_serve_and_test_as_the_readme_says(tmpdir, tyrant):
         code, output = run(start.split(), workdir, env)
     finally:
         tyrant.start()
-    assert code != 0 and tyrant.url in output and 'unavailable' in output, output
+    assert code != 0 and tyrant.url in output and 'cannot connect' in output, output
 
     # 4. The dev extra, from an sdist of this package, and the tests.
     dist = tmpdir.mkdir('dist')
