@@ -37,7 +37,8 @@ import time
 import uuid
 
 from . import records, tcjson, user_sessions
-from .tyrant import DualMasterPair, TcjsonError, TyrantUnavailable, _bytes, get_servers, is_no
+from .servers import DualMasterPair, get_servers
+from .tyrant import TcjsonError, TyrantUnavailable, _bytes, is_no
 
 PURGE_KEY = 'tcjson:purge'        # one per server: Tyrant has one iterator
 PURGE_SECONDS = 120.0             # the marker's lifetime, renewed after every batch

@@ -1,10 +1,10 @@
 """Session records in Tokyo Tyrant: their JSON, and reading and changing
 them where they live (one server, or a dual-master pair).
 
-Between lib/tyrant.py (the servers) and lib/tcjson.py (Beaker's session):
-what JSON a record may hold, how a record read from Tyrant is checked
-before anything trusts it, and the three things a session does to its
-record, each one command to Tyrant:
+Between lib/tyrant.py and lib/servers.py (the servers) and lib/tcjson.py
+(Beaker's session): what JSON a record may hold, how a record read from
+Tyrant is checked before anything trusts it, and the three things a
+session does to its record, each one command to Tyrant:
 
 * ``load``: a ``get`` (on a pair: one ``mget`` on each member, at once);
 * ``merge``: lib/tcjson.lua's ``merge``, which applies the request's
@@ -27,7 +27,8 @@ import time
 
 import simplejson as json
 
-from .tyrant import ExtRefused, PairRoute, TcjsonError, _bytes, is_no
+from .servers import PairRoute
+from .tyrant import ExtRefused, TcjsonError, _bytes, is_no
 
 MAX_SESSION_SIZE = 1024 * 1024   # bytes of JSON per session record, both ways
 MAX_DEPTH = 32                   # nesting of arrays and objects in a record read

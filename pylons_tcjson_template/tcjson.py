@@ -2,10 +2,10 @@
 
 Any Tyrant client plus any JSON parser (Java, Perl, Ruby, Node...) can read
 a session this module wrote.  It imports the stdlib, beaker, pytyrant,
-simplejson and its siblings ``tyrant.py`` (the servers) and ``records.py``
-(what a record may hold, and the three commands that read and change
-one); every Tyrant server runs ``tcjson.lua`` beside them, the server half
-(``ttserver -ext lib/tcjson.lua``).
+simplejson and its siblings ``tyrant.py`` and ``servers.py`` (the servers)
+and ``records.py`` (what a record may hold, and the three commands that
+read and change one); every Tyrant server runs ``tcjson.lua`` beside
+them, the server half (``ttserver -ext lib/tcjson.lua``).
 
 Setup (config/environment.py and config/middleware.py)::
 
@@ -27,7 +27,7 @@ INI options (``beaker.session.*`` or ``beaker.cache.*``; strings are
 converted, bad values are a ConfigError at startup)::
 
     type             = ext:tcjson
-    url              = 127.0.0.1:1978  the server(s), see tyrant.py
+    url              = 127.0.0.1:1978  the server(s), see servers.py
     prefix           = beaker:         start of every key this backend writes
     timeout          = (none)          Beaker's: seconds a session may be idle
     refresh_interval = min(60, timeout/10)  seconds; see "Expiry" below
@@ -118,9 +118,9 @@ from paste.deploy.converters import asbool
 from .records import (DECODER, MAX_DEPTH, MAX_SESSION_SIZE, MAX_VALUES,  # noqa: F401
                       TIME_FIELDS, Record, UnreadableRecord, UnstorableValue, dumps,
                       parse_json, parse_session_record, same_json)
+from .servers import get_servers
 from .tyrant import (ConfigError, ExtensionMissing, ExtRefused, TcjsonError,  # noqa: F401
-                     TyrantUnavailable, _bytes, get_pool, get_servers, parse_url,
-                     pool_option)
+                     TyrantUnavailable, _bytes, get_pool, parse_url, pool_option)
 
 DEFAULT_PREFIX = 'beaker:'
 OPAQUE = 'beaker-opaque'

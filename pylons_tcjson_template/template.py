@@ -36,12 +36,12 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 # What the running application needs from this package, copied as they are
 # into <package>/lib/ of every new project (one source, here), in layer
-# order: the connections to the servers, records, the Beaker backend and
-# its server half (which every Tyrant server loads: ttserver -ext),
-# sessions per user, purge.
+# order: the connection to one server, which server holds a key, records,
+# the Beaker backend and its server half (which every Tyrant server loads:
+# ttserver -ext), sessions per user, purge.
 # A module added to the backend is added here, and nowhere else.
-LIB_MODULES = ('tyrant.py', 'records.py', 'tcjson.py', 'tcjson.lua', 'user_sessions.py',
-               'purge.py')
+LIB_MODULES = ('tyrant.py', 'servers.py', 'records.py', 'tcjson.py', 'tcjson.lua',
+               'user_sessions.py', 'purge.py')
 
 # The shell functions of setup.sh (Python 2.7 on Debian 12, the virtualenv),
 # shared with this repository's own setup.sh; the project's setup.sh

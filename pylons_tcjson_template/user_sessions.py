@@ -88,7 +88,8 @@ import uuid
 from collections import namedtuple
 
 from . import records, tcjson
-from .tyrant import DualMasterPair, _bytes, is_no
+from .servers import DualMasterPair
+from .tyrant import _bytes, is_no
 
 USER_KEY = 'user'             # the session key holding the signed-in user's id
 SIGN_IN_KEY = '_sign_in'      # ...and the sign-in's lineage and detail

@@ -47,8 +47,9 @@ import sys
 import threading
 import time
 
-from pylons_tcjson_template import records, tyrant
+from pylons_tcjson_template import records
 from pylons_tcjson_template.devtyrant.launcher import free_port
+from pylons_tcjson_template.servers import get_servers
 from pylons_tcjson_template.tyrant import PROBE_INTERVAL
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -302,7 +303,7 @@ class Soak(object):
         """The record as the application reads it (a pair's copies merged)."""
         if not self.options.pair:
             return raw_get(self.project.tyrant_port, record_key)
-        servers = tyrant.get_servers(self.stack.pair.url)
+        servers = get_servers(self.stack.pair.url)
         session_id = record_key[len(self.project.prefix):-len(':session')]
         try:
             return records.Record(servers.for_key(session_id), record_key,

@@ -24,7 +24,8 @@ EXPECTED_FILES = """
     myapp/controllers/home.py myapp/controllers/session.py
     myapp/lib/__init__.py myapp/lib/app_globals.py myapp/lib/base.py
     myapp/lib/helpers.py myapp/lib/session_errors.py myapp/lib/tcjson.py
-    myapp/lib/csrf.py myapp/lib/tyrant.py myapp/lib/user_sessions.py
+    myapp/lib/csrf.py myapp/lib/tyrant.py myapp/lib/servers.py
+    myapp/lib/user_sessions.py
     myapp/lib/tcjson.lua
     myapp/model/__init__.py
     myapp/public/favicon.ico myapp/public/style.css
@@ -66,7 +67,8 @@ def test_layout(project):
 def test_single_source_modules_are_copied(project):
     from pylons_tcjson_template.template import LIB_MODULES
     lib = os.path.join(project, 'myapp', 'lib')
-    assert {'tcjson.py', 'tcjson.lua', 'tyrant.py', 'user_sessions.py'} <= set(LIB_MODULES)
+    assert {'tcjson.py', 'tcjson.lua', 'tyrant.py', 'servers.py',
+            'user_sessions.py'} <= set(LIB_MODULES)
     template_lib = os.path.join(SOURCE, 'template', '+package+', 'lib')
     for name in LIB_MODULES:
         assert filecmp.cmp(os.path.join(SOURCE, name), os.path.join(lib, name),

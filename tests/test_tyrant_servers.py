@@ -14,6 +14,7 @@ from paste.script.command import BadCommand
 
 from pair_support import DualMaster
 from pylons_tcjson_template import purge, tcjson, tyrant
+from pylons_tcjson_template.servers import _build_servers, get_servers
 from pylons_tcjson_template.template import split_url
 from test_faults_support import raw_keys
 
@@ -60,7 +61,7 @@ def test_a_url_names_shards_of_one_server_or_a_pair(url, shards):
 ])
 def test_a_bad_url_is_refused_at_startup_saying_what_is_wrong(url, problem):
     with pytest.raises(tyrant.ConfigError) as info:
-        tyrant.get_servers(url)
+        get_servers(url)
     assert problem in str(info.value) and 'host:port' in str(info.value)
     with pytest.raises(tcjson.ConfigError) as info:
         tcjson.TyrantNamespaceManager('ns', url=url)
@@ -81,7 +82,7 @@ def test_the_template_accepts_exactly_what_the_backend_accepts(url):
 
 def test_a_single_server_url_adds_nothing_to_a_request(tyrant_factory):
     server = tyrant_factory()
-    servers = tyrant.get_servers(server.url)
+    servers = get_servers(server.url)
     pool = tyrant.get_pool(server.url)
     assert servers.for_key('any session id') is pool and servers.shards() == [pool]
     nsm = tcjson.TyrantNamespaceManager('sid', url=server.url)
@@ -90,8 +91,8 @@ def test_a_single_server_url_adds_nothing_to_a_request(tyrant_factory):
 
 def test_a_several_server_url_is_cached_per_process_and_touches_no_network():
     url = '127.0.0.1:9|127.0.0.1:10;127.0.0.1:11'       # nothing listens there
-    first = tyrant.get_servers(url, connect_timeout='0.5')
-    assert tyrant.get_servers(' %s ' % url) is first
+    first = get_servers(url, connect_timeout='0.5')
+    assert get_servers(' %s ' % url) is first
     assert first.url == '127.0.0.1:10|127.0.0.1:9;127.0.0.1:11'     # a pair's name: sorted
     assert len(first.shards()) == 2
     route = first.for_key('session id')
@@ -102,7 +103,7 @@ def test_a_several_server_url_is_cached_per_process_and_touches_no_network():
 
 def build(url):
     """A ServerSet of its own, as another process would build it."""
-    return tyrant._build_servers(url, tyrant._pool_options(None, None, None))
+    return _build_servers(url, tyrant.pool_options(None, None, None))
 
 
 def test_keys_spread_evenly_over_shards_and_every_client_agrees():
@@ -149,7 +150,7 @@ def store_half_expired_sessions(url, count):
 def test_sessions_land_on_their_shard_and_each_shard_is_purged_once(tyrant_factory):
     first, second = tyrant_factory(), tyrant_factory()
     url = '%s;%s' % (first.url, second.url)
-    servers = tyrant.get_servers(url)
+    servers = get_servers(url)
     ids = store_half_expired_sessions(url, 200)
     expected = [[sid for sid in ids if servers.shard_index(sid) == shard] for shard in (0, 1)]
     for server, own in zip((first, second), expected):
@@ -171,8 +172,8 @@ def test_a_shard_added_later_serves_the_keys_that_move_to_it(tyrant_factory):
     after = '%s;%s' % (before, third.url)
     ids = session_ids(300)
     for sid in ids:
-        tyrant.get_servers(before).for_key(sid).request('put', 'k:' + sid, sid)
-    new = tyrant.get_servers(after)
+        get_servers(before).for_key(sid).request('put', 'k:' + sid, sid)
+    new = get_servers(after)
     found = []
     for sid in ids:
         try:
@@ -204,7 +205,7 @@ def two_pairs(tmpdir):
 def test_two_pairs_hold_each_session_on_both_members_of_its_shard_and_purge_each_once(
         two_pairs):
     url = ';'.join(pair.url for pair in two_pairs)
-    servers = tyrant.get_servers(url)
+    servers = get_servers(url)
     ids = store_half_expired_sessions(url, 100)
 
     def slot(sid):
