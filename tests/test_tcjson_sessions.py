@@ -118,6 +118,24 @@ def round_trips(tyrant, monkeypatch):
     return trips
 
 
+def run_at_once(worker, count):
+    """worker(n) for n in range(count), each in its own thread, all at
+    once: the exceptions they raised (a test asserts there are none)."""
+    errors = []
+
+    def guarded(n):
+        try:
+            worker(n)
+        except Exception as exc:
+            errors.append(repr(exc))
+    threads = [threading.Thread(target=guarded, args=(n,)) for n in range(count)]
+    for each in threads:
+        each.start()
+    for each in threads:
+        each.join()
+    return errors
+
+
 def tyrant_session(server, session_id, **options):
     """Beaker's session API without the middleware: what one request sees."""
     tcjson.register()
@@ -488,20 +506,12 @@ def test_eight_threads_over_http_on_one_session_lose_no_update(tyrant):
     base = 'http://127.0.0.1:%d/' % server.server_address[1]
     try:
         cookie = urllib2.urlopen(base + '?start').info()['Set-Cookie'].split(';')[0]
-        errors = []
 
-        def client(name):
+        def client(n):
             for _ in range(100):
-                try:
-                    request = urllib2.Request(base + '?' + name, headers={'Cookie': cookie})
-                    urllib2.urlopen(request, timeout=10).read()
-                except Exception as exc:                   # counted, then asserted
-                    errors.append(repr(exc))
-        threads = [threading.Thread(target=client, args=('t%d' % n,)) for n in range(8)]
-        for each in threads:
-            each.start()
-        for each in threads:
-            each.join()
+                request = urllib2.Request(base + '?t%d' % n, headers={'Cookie': cookie})
+                urllib2.urlopen(request, timeout=10).read()
+        errors = run_at_once(client, 8)
     finally:
         server.server_close()
         server.thread_pool.shutdown()
@@ -535,21 +545,13 @@ def test_cookie_attributes_never_come_from_a_record(tyrant, call):
 
 def test_sixteen_threads_saving_different_keys_of_one_session_lose_nothing(tyrant):
     sid = session_app(tyrant.url).get('/inc').json['id']
-    errors = []
 
-    def worker(name):
-        try:
-            for _ in range(100):
-                session = tyrant_session(tyrant, sid)
-                session[name] = session.get(name, 0) + 1
-                session.save()
-        except Exception as exc:                       # counted, then asserted
-            errors.append(repr(exc))
-    threads = [threading.Thread(target=worker, args=('k%02d' % n,)) for n in range(16)]
-    for each in threads:
-        each.start()
-    for each in threads:
-        each.join()
+    def worker(n):
+        for _ in range(100):
+            session = tyrant_session(tyrant, sid)
+            session['k%02d' % n] = session.get('k%02d' % n, 0) + 1
+            session.save()
+    errors = run_at_once(worker, 16)
     record = stored(tyrant, 'beaker:%s:session' % sid)
     assert errors == []
     assert [record['k%02d' % n] for n in range(16)] == [100] * 16
@@ -603,23 +605,14 @@ def test_two_hosts_with_clocks_ten_seconds_apart_lose_nothing(tyrant, monkeypatc
     ahead = threading.local()
     monkeypatch.setattr(tcjson.time, 'time',
                         lambda: real_time() + (10.0 if getattr(ahead, 'on', False) else 0))
-    errors = []
 
-    def host(name, skewed):
-        ahead.on = skewed
-        try:
-            for _ in range(50):
-                session = tyrant_session(tyrant, sid)
-                session[name] = session.get(name, 0) + 1
-                session.save()
-        except Exception as exc:
-            errors.append(repr(exc))
-    threads = [threading.Thread(target=host, args=('host%d' % n, n % 2 == 0))
-               for n in range(4)]
-    for each in threads:
-        each.start()
-    for each in threads:
-        each.join()
+    def host(n):
+        ahead.on = n % 2 == 0                  # hosts 0 and 2 run 10 s ahead
+        for _ in range(50):
+            session = tyrant_session(tyrant, sid)
+            session['host%d' % n] = session.get('host%d' % n, 0) + 1
+            session.save()
+    errors = run_at_once(host, 4)
     record = stored(tyrant, 'beaker:%s:session' % sid)
     assert errors == []
     assert [record['host%d' % n] for n in range(4)] == [50] * 4

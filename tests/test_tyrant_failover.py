@@ -76,6 +76,15 @@ def create(servers, session_id, **values):
     assert record(servers, session_id).create(values, records.dumps(values)) == 'ok'
 
 
+def created_on_both(pair, servers, ids, **values):
+    """Create these sessions and wait until both members hold them, so
+    that a member that dies next has nothing left to send."""
+    for session_id in ids:
+        create(servers, session_id, **values)
+    assert converged(pair, ids)
+    return ids
+
+
 def merge(servers, session_id, **values):
     raw, versions = record(servers, session_id).load()
     assert raw is not None
@@ -144,10 +153,8 @@ def test_a_killed_member_is_skipped_at_once_and_used_again_when_back(pair):
     servers = servers_of(pair.url)
     both = servers.shard_list[0]
     dead = member_index(pair, servers, 0)
-    ids = ids_preferring(servers, dead, 10) + ids_preferring(servers, 1 - dead, 10)
-    for session_id in ids:
-        create(servers, session_id, n=0)
-    assert converged(pair, ids)                 # nothing left to send when it dies
+    ids = created_on_both(pair, servers, ids_preferring(servers, dead, 10) +
+                          ids_preferring(servers, 1 - dead, 10), n=0)
     pair.members[0].kill()
     started = time.time()
     for round_ in range(1, 11):
@@ -166,10 +173,7 @@ def test_a_stopped_member_costs_one_timeout_then_nothing(pair):
     servers = servers_of(pair.url)
     both = servers.shard_list[0]
     stopped = member_index(pair, servers, 1)
-    ids = ids_preferring(servers, stopped, 10)
-    for session_id in ids:
-        create(servers, session_id, n=0)
-    assert converged(pair, ids)                 # nothing left to send when it stops
+    ids = created_on_both(pair, servers, ids_preferring(servers, stopped, 10), n=0)
     pair.members[1].pause()
     try:
         started = time.time()
@@ -360,9 +364,8 @@ def test_a_merge_whose_answer_was_lost_is_resent_and_counts_once(pair):
     url = '127.0.0.1:%d|%s' % (relay.port, pair.members[1].url)
     servers = servers_of(url)
     relayed = [m.url for m in servers.shard_list[0].members].index('127.0.0.1:%d' % relay.port)
-    session_id = ids_preferring(servers, relayed, 1)[0]
-    create(servers, session_id, n=1, other='kept')
-    assert converged(pair, [session_id])                      # the partner has it too
+    session_id, = created_on_both(pair, servers, ids_preferring(servers, relayed, 1),
+                                  n=1, other='kept')
     relay.swallow = True
     try:
         assert merge(servers, session_id, n=2) == 'ok'        # applied there, resent here
@@ -396,10 +399,7 @@ def test_a_member_restarted_with_an_empty_database_is_never_used(pair, caplog):
     servers = servers_of(pair.url)
     both = servers.shard_list[0]
     lost = member_index(pair, servers, 0)
-    ids = ids_preferring(servers, lost, 5)
-    for session_id in ids:
-        create(servers, session_id, n=1)
-    assert converged(pair, ids)
+    ids = created_on_both(pair, servers, ids_preferring(servers, lost, 5), n=1)
     member = pair.members[0]
     member.kill()
     os.remove(member.dbpath)

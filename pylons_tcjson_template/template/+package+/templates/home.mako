@@ -13,7 +13,7 @@
 </section>
 
 ## Development only (debug = true): a production page names no server.
-% if c.debug:
+% if c.debug and c.session_type == 'ext:tcjson':
 <section class="card">
   <h2>Where the sessions go</h2>
   <dl class="facts">
@@ -29,6 +29,12 @@
   on the address above, keeping the records in
   <code>data/tyrant/sessions.tch</code> so they survive restarts.</p>
   % endif
+</section>
+% elif c.debug:
+<section class="card">
+  <h2>Where the sessions go</h2>
+  <p id="session-type">Beaker keeps them itself (<code>beaker.session.type =
+  ${c.session_type}</code>), not in Tyrant, so the session sample is off.</p>
 </section>
 % endif
 
