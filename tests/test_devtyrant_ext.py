@@ -344,6 +344,39 @@ def test_what_a_script_writes_reaches_a_slave_without_the_script(start, tmpdir):
     assert get(slave, b'n') == b'1'
 
 
+def test_what_scripts_write_from_many_threads_all_reaches_the_slave(start, tmpdir):
+    """Scripts write from the server's worker threads while the feed reads
+    the update log; a record the feed sees in part must be waited for, not
+    skipped (measured before: about 1 write in 100 never replicated)."""
+    master = start(ulog=str(tmpdir.join('master-ulog')), sid=1)
+    slave = start(ext=False, ulog=str(tmpdir.join('slave-ulog')), sid=2,
+                  mhost='127.0.0.1', mport=master.port, rts=str(tmpdir.join('slave.rts')))
+    written = {}
+
+    def writer(n):
+        sock = connect(master)
+        try:
+            for i in range(150):
+                key, value = b't%d-%d' % (n, i), b'x' * (700 + 37 * i)   # 0.7 to 6 KB
+                sock.sendall(ext(b'put', key, value, 1))
+                assert read_answer(sock) == b'true'
+                written[key] = value
+        finally:
+            sock.close()
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(8)]
+    for each in threads:
+        each.start()
+    for each in threads:
+        each.join()
+    assert len(written) == 1200
+    deadline = time.time() + TIMEOUT
+    missing = sorted(written)
+    while missing and time.time() < deadline:
+        missing = [key for key in missing if get(slave, key) != written[key]]
+        time.sleep(0.05)
+    assert missing == []
+
+
 def test_without_lupa_every_call_fails_and_the_exit_status_says_so(tmpdir):
     # A Python where "import lupa" fails (as in a generated project that
     # does not install it): the server runs, as ttserver does when it

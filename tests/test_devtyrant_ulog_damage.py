@@ -21,9 +21,11 @@ import os
 import struct
 import subprocess
 import sys
+import time
 
 import pytest
 
+from pylons_tcjson_template.devtyrant import ulog, ulogfile
 from pylons_tcjson_template.devtyrant.launcher import TyrantProcess, free_port
 from test_devtyrant_replication_support import (
     FakeMaster, FakeSlave, call, disk_record, get, put, server_log, setmst, stat,
@@ -236,3 +238,86 @@ def test_the_rts_file_is_not_opened_through_a_symbolic_link(tmpdir, peers):
     assert wait_until(lambda: get(slave, b'k'), CATCH_UP)
     assert 'repl_stalled' not in stat(slave)
     assert target.read() == 'keep me\n' and os.path.isfile(str(tmpdir.join('s.rts')))
+
+
+# ------------------------------------------------------------ a record being written
+
+def records_of(bodies, first_ts=100):
+    return [disk_record(first_ts + n, 1, 0, body) for n, body in enumerate(bodies)]
+
+
+def append(path, data):
+    with open(str(path), 'ab') as log_file:
+        log_file.write(data)
+
+
+def bodies_read(reader):
+    return [body for _, _, _, body in reader.read(65536)]
+
+
+@pytest.mark.parametrize('cut', ['header', 'body'])
+def test_a_record_seen_half_written_is_read_once_it_is_whole(tmpdir, capsys, cut):
+    """The server appends each record with one write under its lock, yet a
+    reader can see part of it (a write across a page boundary grows the
+    file page by page).  Taken for a torn record, it would be skipped and
+    never reach the slave; the reader waits for the rest instead."""
+    directory = tmpdir.mkdir('ulog')
+    first, second = records_of(put_bodies(b'k1', b'k2'))
+    split = 10 if cut == 'header' else len(second) - 3
+    log_file = directory.join('00000001.ulog')
+    log_file.write_binary(first + second[:split])
+    reader = ulog.LogReader(str(directory), 0)
+    assert bodies_read(reader) == put_bodies(b'k1')
+    assert reader.exhausted
+    append(log_file, second[split:])
+    assert bodies_read(reader) == put_bodies(b'k2')
+    assert 'update log' not in capsys.readouterr().err       # no damage reported
+
+
+def test_a_record_appended_between_the_size_and_the_read_is_not_skipped(tmpdir, capsys,
+                                                                       monkeypatch):
+    """The reader takes the file's size, then reads: a record the server
+    appends in between arrives whole, past the size the reader took."""
+    directory = tmpdir.mkdir('ulog')
+    first, second = records_of(put_bodies(b'k1', b'k2'))
+    directory.join('00000001.ulog').write_binary(first + second)
+    sizes_before_the_append = [len(first)]
+    real_fstat = os.fstat
+
+    def fstat(fd):
+        fields = list(real_fstat(fd))
+        if sizes_before_the_append:
+            fields[6] = sizes_before_the_append.pop()          # st_size
+        return os.stat_result(fields[:10])
+    monkeypatch.setattr(ulogfile.os, 'fstat', fstat)
+    reader = ulog.LogReader(str(directory), 0)
+    assert bodies_read(reader) + bodies_read(reader) == put_bodies(b'k1', b'k2')
+    assert 'update log' not in capsys.readouterr().err
+
+
+def test_a_tail_that_stays_short_is_skipped_as_torn_after_a_while(tmpdir, capsys,
+                                                                monkeypatch):
+    monkeypatch.setattr(ulogfile, 'TAIL_PATIENCE', 0.2)
+    directory = tmpdir.mkdir('ulog')
+    first, torn, third = records_of(put_bodies(b'k1', b'k2', b'k3'))
+    log_file = directory.join('00000001.ulog')
+    log_file.write_binary(first + torn[:-3])
+    reader = ulog.LogReader(str(directory), 0)
+    assert bodies_read(reader) == put_bodies(b'k1')
+    assert bodies_read(reader) == []                          # waiting for the rest
+    time.sleep(0.3)
+    append(log_file, third)
+    assert bodies_read(reader) == put_bodies(b'k3')
+    assert 'skipping to the next whole record' in capsys.readouterr().err
+
+
+def test_a_short_record_before_a_newer_file_is_damage_at_once(tmpdir, capsys):
+    """A file with a successor was finished before the successor was
+    created: a record it ends in the middle of is torn, not in progress."""
+    directory = tmpdir.mkdir('ulog')
+    first, torn, third = records_of(put_bodies(b'k1', b'k2', b'k3'))
+    directory.join('00000001.ulog').write_binary(first + torn[:-3])
+    directory.join('00000002.ulog').write_binary(third)
+    reader = ulog.LogReader(str(directory), 0)
+    assert bodies_read(reader) == put_bodies(b'k1', b'k3')
+    assert 'runs past the end of the file' in capsys.readouterr().err

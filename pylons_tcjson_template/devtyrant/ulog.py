@@ -253,6 +253,11 @@ class LogReader(object):
         whether it stopped because there is nothing more to read yet."""
         records = []
         while True:
+            # Looked at before the file is read: a file with a successor
+            # was complete before the successor was created, so only the
+            # newest one may end in a record still being written.
+            self.cursor.growing = not os.path.exists(file_path(self.directory,
+                                                               self.number + 1))
             before = self.cursor.offset
             found = self.cursor.read(max_bytes)
             records.extend(record for record in found if record[0] >= self.ts)
@@ -260,7 +265,7 @@ class LogReader(object):
             if not self.cursor.at_end:
                 self.exhausted = False
                 return records
-            if not os.path.exists(file_path(self.directory, self.number + 1)):
+            if self.cursor.growing:
                 self.exhausted = True
                 return records
             self.cursor.leave()

@@ -20,6 +20,7 @@ from __future__ import absolute_import
 
 import os
 import struct
+import time
 
 from . import protocol
 from .events import log
@@ -38,7 +39,12 @@ LOGGED_CODES = frozenset(protocol.CODES[name] for name in (
     'put', 'putkeep', 'putcat', 'putshl', 'out', 'addint', 'adddouble', 'sync',
     'optimize', 'vanish', 'misc'))
 
-OK, MORE, BAD = 'ok', 'more', 'bad'
+OK, MORE, BAD, WAIT = 'ok', 'more', 'bad', 'wait'
+# The server appends a record with one write under its lock, but a reader
+# can see it in part (a write that crosses a page boundary grows the file
+# page by page).  A record that runs past the end of a file still being
+# written is taken for one in progress this long before it counts as torn.
+TAIL_PATIENCE = 1.0     # seconds
 _HEADER = DISK_HEADER.size
 _MAGIC_BYTE = bytes(bytearray([RECORD_MAGIC]))
 _COMMAND_BYTE = bytes(bytearray([protocol.MAGIC]))
@@ -50,7 +56,7 @@ def pack_record(ts, sid, mid, body):
     return DISK_HEADER.pack(RECORD_MAGIC, ts, sid & MAX_SID, mid & MAX_SID, len(body)) + body
 
 
-def check_record(data, pos, limit):
+def check_record(data, pos, limit, growing=False):
     """Whether a plausible record starts at ``data[pos]``.
 
     `data` is a piece of a file read from some offset, and `limit` how many
@@ -59,12 +65,14 @@ def check_record(data, pos, limit):
     byte and a possible size, its body starts like a logged command and
     ends with a result byte, and the next record starts right after it (or
     the file ends there).  Returns ``(OK, end)``, ``(MORE, bytes needed from
-    pos)`` when the piece is too short to tell, or ``(BAD, reason)``.
+    pos)`` when the piece is too short to tell, ``(WAIT, None)`` when the
+    file ends inside the record and is `growing` (being written: the rest
+    is on its way), or ``(BAD, reason)``.
     """
     have = len(data)
     if pos + _HEADER > have:
         if pos + _HEADER > limit:
-            return BAD, 'a torn record header'
+            return (WAIT, None) if growing else (BAD, 'a torn record header')
         return MORE, _HEADER + 1
     magic, _, _, _, size = DISK_HEADER.unpack_from(data, pos)
     if magic != RECORD_MAGIC:
@@ -73,6 +81,8 @@ def check_record(data, pos, limit):
         return BAD, 'impossible record size %d' % size
     end = pos + _HEADER + size
     if end > limit:
+        if growing:
+            return WAIT, None
         return BAD, 'a record of %d bytes runs past the end of the file' % size
     if not _may_be_logged(data[pos + _HEADER:pos + _HEADER + 2]):
         return BAD, 'a record that holds no logged command'
@@ -102,7 +112,9 @@ class Cursor(object):
     plausible one, and `report` (the server's log) is told once when such
     damage is met and once when it is left.  While bytes are being skipped,
     `damage` is ``(offset where it started, reason)``.  A file that does not
-    exist (yet) reads as empty.
+    exist (yet) reads as empty.  While `growing` (the server may be writing
+    to the file), a record cut short by the end of the file is waited for
+    (TAIL_PATIENCE) before it is judged torn.
     """
 
     def __init__(self, path, offset=0, report=log):
@@ -111,6 +123,8 @@ class Cursor(object):
         self.report = report
         self.damage = None
         self.at_end = False
+        self.growing = False
+        self._waiting = None        # (offset of a record cut short, since when)
 
     def read(self, budget, collect=True):
         """About `budget` bytes worth of records as ``(ts, sid, mid, body)``
@@ -151,7 +165,9 @@ class Cursor(object):
                 pos, need = self._resync(data, pos, limit)
                 if need or self.damage is not None:
                     return pos, need
-            status, value = check_record(data, pos, limit)
+            status, value = check_record(data, pos, limit, self._may_grow(pos))
+            if status == WAIT:
+                return pos, 0
             if status == MORE:
                 return pos, value
             if status == BAD:
@@ -163,6 +179,17 @@ class Cursor(object):
                 records.append((ts, sid, mid, bytes(data[pos + _HEADER:value])))
             pos = value
         return pos, 0
+
+    def _may_grow(self, pos):
+        """Whether a record at `pos` cut short by the end of the file may
+        still be completed: the file is growing, and the record has not
+        stayed short for TAIL_PATIENCE."""
+        if not self.growing:
+            return False
+        offset, now = self.offset + pos, time.time()
+        if self._waiting is None or self._waiting[0] != offset:
+            self._waiting = (offset, now)
+        return now - self._waiting[1] < TAIL_PATIENCE
 
     def _resync(self, data, pos, limit):
         """Look for the next plausible record from `pos` on."""
