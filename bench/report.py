@@ -5,6 +5,7 @@ from __future__ import division
 import os
 import sys
 
+import fullstack
 import inproc
 from targets import MEMCACHED, REDIS, TCJSON, find
 
@@ -30,9 +31,11 @@ def _header(args, info):
 def _part1_intro(args):
     return ['', '## 1. In-process: one request through SessionMiddleware', '',
             '%d rounds x %d requests per row (after %d warm-up), every row once per '
-            'round, the rows taking turns.  ext:tcjson is tcjson.TyrantSession as the '
-            'generated app configures it (refresh_interval at its default, 60 s here: '
-            'no read in a round is due for an access-time write); the peers are '
+            'round, the rows taking turns.  ext:tcjson is user_sessions.UserSession (a '
+            'tcjson.TyrantSession) as the generated app configures it (refresh_interval '
+            'at its default, 60 s here: no read in a round is due for an access-time '
+            'write), on tcjson-tyrant ("tcjson") and, where the run had one, on ttserver '
+            '("tcjson (ttserver)"); the peers are '
             "Beaker's own Session with its default serializer (pickle).  Each "
             'request of a row uses the same session (the cookie of a first write).  '
             'Large session: %d bytes of JSON.  Commands are counted by the servers '
@@ -85,8 +88,9 @@ def _traffic_table(part1):
             cells += (['%.2f' % row['cmds_per_req'], '%.2f' % row['round_trips_per_req']]
                       if row else ['-', '-'])
         lines.append('| %s | %s |' % (name, ' | '.join(cells)))
-    return lines + ['- tcjson: a read is one get; a write is get | putkeep (the lock) + '
-                    'get | put + out (the unlock), 5 commands in 3 round trips.  '
+    return lines + ["- tcjson: a read is one get; a write is the get, then one ext call of "
+                    "tcjson.lua's merge, which applies the changed keys to the record "
+                    'under its lock inside Tyrant: 2 commands in 2 round trips.  '
                     "Beaker's own Session writes the whole session back on every "
                     'request, reads included (its access time).']
 
@@ -104,26 +108,29 @@ def _round_trip_tables(part1):
     if part1.get('floors'):
         lines += ['', "TyrantSession's commands on a bare socket to the same Tyrant server "
                   '(the least any client pays for them):', '',
-                  '| value | read: get µs | write: get, putkeep+get, put+out µs |',
-                  '|---|---:|---:|']
+                  '| server | value | read: get µs | write: get, then ext merge µs |',
+                  '|---|---|---:|---:|']
         for row in part1['floors']:
-            lines.append('| %s, %d B | %.1f | %.1f |' % (row['size'], row['bytes'],
-                                                        row['read_us'], row['write_us']))
+            lines.append('| %s | %s, %d B | %.1f | %.1f |' % (
+                row['server'], row['size'], row['bytes'], row['read_us'], row['write_us']))
     return lines
 
 
 def _diagnosis_table(diagnosis):
     if not diagnosis:
         return []
-    lines = ['', '### 1b. tcjson.TyrantSession step by step (client side, medians, each '
-             'step timed alone; bench/diagnose_tcjson.py)', '',
-             '| step | ' + ' | '.join('%s (%d B record) µs' % (size, record_len)
-                                     for size, record_len, _ in diagnosis) + ' |',
+    lines = ['', '### 1b. tcjson.TyrantSession step by step (medians, each step timed '
+             'alone; bench/diagnose_tcjson.py)', '',
+             '| step | ' + ' | '.join('%s, %s (%d B record) µs' % (server, size, record_len)
+                                     for server, size, record_len, _ in diagnosis) + ' |',
              '|---|' + '---:|' * len(diagnosis)]
-    for index, (name, _) in enumerate(diagnosis[0][2]):
+    for index, (name, _) in enumerate(diagnosis[0][3]):
         lines.append('| %s | %s |' % (name, ' | '.join(
-            '%.1f' % steps[index][1] for _, _, steps in diagnosis)))
-    return lines
+            '%.1f' % steps[index][1] for _, _, _, steps in diagnosis)))
+    return lines + ['- "server: ext merge" and "server: get" replay the request\'s own bytes '
+                    'on a bare socket; their difference is what tcjson.lua\'s merge costs '
+                    'inside the server beyond a get.  "server CPU" is the server process\'s '
+                    'own user + system time per call (its stat ru_user + ru_sys).']
 
 
 def _part2(part2):
@@ -131,12 +138,15 @@ def _part2(part2):
              'cookie', '',
              'Rows labelled "waitress:" serve the same app and settings under production.ini\'s '
              'server (waitress, 8 threads); the others under development.ini\'s (Paste\'s '
-             'threaded HTTP server), as `paster serve` runs each.  ' +
+             'threaded HTTP server), as `paster serve` runs each.  '
              '%d s of wrk per row, as %d runs of %d s; the rows take turns, run by run, so '
              'that a slow spell of the machine hits all of them. req/s = all requests / '
              "all seconds; p50 and p99 are the median run's.  Every request writes the "
-             'session.' % (part2.get('rounds', 1) * part2.get('seconds_per_run', 0),
-                           part2.get('rounds', 1), part2.get('seconds_per_run', 0)), '',
+             'session: the small one (%s, a visit counter) or the large one (%s).  Rows '
+             '"on ttserver" keep their sessions on ttserver, the others on tcjson-tyrant.'
+             % (part2.get('rounds', 1) * part2.get('seconds_per_run', 0),
+                part2.get('rounds', 1), part2.get('seconds_per_run', 0),
+                fullstack.VISIT_PATH, fullstack.LARGE_PATH), '',
              '| app / sessions | connections | req/s | p50 µs | p99 µs | requests | non-2xx '
              '| Tyrant commands/req | app process CPU µs/req | Tyrant CPU µs/req |',
              '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|']
@@ -168,7 +178,7 @@ def _part2(part2):
 
 
 def _part3(part3):
-    lines = ['', '## 3. Scale: purge_expired on a .tch file (tcjson-tyrant)', '',
+    lines = ['', '## 3. Scale: purge.purge_expired on a .tch file (tcjson-tyrant)', '',
              '| records | expired | load s | purge s | purge peak KB (VmHWM) | '
              'ru_maxrss KB | RSS before purge KB | left / expected | db bytes |',
              '|---:|---:|---:|---:|---:|---:|---:|---|---:|']

@@ -4,9 +4,10 @@ A tcjson-tyrant on a fresh .tch file is filled with N session records in
 the format tcjson.py documents (key ``<prefix><id>:session``, value a JSON
 object with ``_expires``), a fraction of them already expired.  Loading uses
 pipelined ``misc putlist`` batches over a raw socket.  Then
-``tcjson.purge_expired`` runs in a child process (bench/purge_child.py) that
+``purge.purge_expired`` runs in a child process (bench/purge_child.py) that
 reports its wall time and peak memory, and the remaining record count is
-checked against the number of live records written.
+checked against the number of live records written.  The server runs
+tcjson.lua (-ext), whose ``delete`` judges each record under its lock.
 """
 from __future__ import print_function
 
@@ -107,12 +108,10 @@ def rnum(host, port):
 
 def purge_available():
     try:
-        from pylons_tcjson_template import tcjson
+        from pylons_tcjson_template import purge
     except ImportError as exc:
-        return None, 'tcjson.py not importable: %s' % exc
-    if not hasattr(tcjson, 'purge_expired'):
-        return None, 'tcjson.purge_expired does not exist yet'
-    return tcjson.purge_expired, None
+        return None, 'purge.py not importable: %s' % exc
+    return purge.purge_expired, None
 
 
 def purge_in_child(url, prefix, kwargs=None, timeout=900):
