@@ -15,7 +15,8 @@ in this process:
 
 * listing: ``UserSessions.sessions(user)``; past MAX_SESSIONS (an index
   another program wrote: sign-in keeps at most that many), the first
-  listing, which compacts the index in Tyrant (index_trim) before reading;
+  listing, which compacts an index over INDEX_READ_BYTES in Tyrant
+  (index_trim: the newest MAX_SESSIONS stay) before reading it;
 * sign-in: ``user_sessions.sign_in`` of a stored anonymous session (the
   session loaded first, not counted): ``regenerate_id()`` ends the old
   record (tcjson.lua's delete), the index gets the new entry (index_add),
@@ -139,10 +140,9 @@ def measure(size, repeat, ttserver):
         if size > user_sessions.MAX_SESSIONS:
             # The first listing compacts the index (index_trim): once.
             trips, commands, listed, micros = once(server, store.sessions)
-            assert len(listed) == user_sessions.MAX_SESSIONS
             return server.kind, [(
-                'listing of an index of %d entries written by another program (trimmed to '
-                'the newest %d first)' % (size, len(listed)), trips, commands, micros, 1)]
+                'listing of an index of %d entries written by another program (%d listed)'
+                % (size, len(listed)), trips, commands, micros, 1)]
         trips, commands, listed = counted(server, lambda: store.sessions(USER))
         assert len(listed) == size, (len(listed), size)
         rows = [('listing', trips, commands,
@@ -209,8 +209,7 @@ def report(args, argv):
             for name, trips, commands, micros, runs in rows:
                 lines.append('| %s | %d | %s | %d | %d | %.2f ms | %d |' % (
                     kind, size, name, trips, commands, micros / 1000, runs))
-            print('\n'.join(lines[-len(rows):]))
-            sys.stdout.flush()
+            print('\n'.join(lines[-len(rows):]), file=sys.stderr)     # progress
     lines += ['', 'Load average (1, 5, 15 min) at the end: %.2f, %.2f, %.2f.'
               % os.getloadavg()]
     return lines
