@@ -17,12 +17,19 @@ of a request alone (median of COUNT runs):
   server's own CPU time per merge and per get (stat ru_user + ru_sys): what
   tcjson.lua's merge costs inside the server next to a bare get;
 * whole read and write requests, and for reference a plain put (what a
-  save without the merge would send).
+  save without the merge would send);
+* where lua5.1 is on PATH, tcjson.lua's merge of the bench's write under
+  the Lua ttserver links, outside any server (bench/merge_cost.lua): the
+  whole call, the scan of the stored record's members, the request's
+  parse.
 """
 from __future__ import print_function
 
 import os
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -32,7 +39,7 @@ import simplejson  # noqa: E402
 
 import inproc  # noqa: E402
 import peers  # noqa: E402
-from pylons_tcjson_template import records, tcjson, user_sessions  # noqa: E402
+from pylons_tcjson_template import records, tcjson, tyrant, user_sessions  # noqa: E402
 
 
 def session_options(url):
@@ -171,6 +178,36 @@ def run(tyrants, count):
     return out
 
 
+MERGE_COST = os.path.join(HERE, 'merge_cost.lua')
+
+
+def lua_merge_cost(calls=200):
+    """[(size, record bytes, [(part, µs per call)])] of tcjson.lua's merge
+    under lua5.1 (bench/merge_cost.lua), or None without lua5.1."""
+    lua = peers.which('lua5.1')
+    if lua is None:
+        return None
+    work = tempfile.mkdtemp(prefix='bench-merge-')
+    try:
+        now = time.time()
+        request = os.path.join(work, 'request.json')
+        with open(request, 'wb') as out:
+            out.write(inproc.write_merge_request(0, now))
+        found = []
+        for size in ('small', 'large'):
+            record = os.path.join(work, '%s.json' % size)
+            with open(record, 'wb') as out:
+                out.write(inproc.stored_record(size, now))
+            text = subprocess.check_output([lua, MERGE_COST, tyrant.EXT_SCRIPT, record,
+                                            request, str(calls)])
+            parts = [line.split(':') for line in text.splitlines()[1:]]
+            found.append((size, os.path.getsize(record),
+                          [(name.strip(), float(us.split()[0])) for name, us in parts]))
+        return found
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def step(diagnosis, server, size, prefix):
     """The median µs of the first step starting with `prefix`, or None."""
     for kind, row_size, _, rows in diagnosis or []:
@@ -199,6 +236,10 @@ def main():
         for kind, size, record_len, rows in run(tyrants, count):
             print('\n%s, %s session: %d bytes JSON' % (kind, size, record_len))
             print('| step | median µs |\n|---|---:|')
+            for name, value in rows:
+                print('| %s | %.1f |' % (name, value))
+        for size, record_len, rows in lua_merge_cost() or []:
+            print('\ntcjson.lua under lua5.1, %s session: %d bytes JSON' % (size, record_len))
             for name, value in rows:
                 print('| %s | %.1f |' % (name, value))
     finally:

@@ -133,6 +133,21 @@ def _diagnosis_table(diagnosis):
                     'own user + system time per call (its stat ru_user + ru_sys).']
 
 
+def _lua_merge_table(part1):
+    found = part1.get('lua_merge')
+    if not found:
+        return []
+    lines = ['', "tcjson.lua's merge of the write above, outside any server, under lua5.1 (the "
+             'Lua ttserver links; bench/merge_cost.lua, median of 5 runs):', '',
+             '| part | ' + ' | '.join('%s (%d B record) µs' % (size, record_len)
+                                     for size, record_len, _ in found) + ' |',
+             '|---|' + '---:|' * len(found)]
+    for index, (name, _) in enumerate(found[0][2]):
+        lines.append('| %s | %s |' % (name, ' | '.join(
+            '%.1f' % rows[index][1] for _, _, rows in found)))
+    return lines
+
+
 def _part2(part2):
     lines = ['', '## 2. Full stack: paster serve (threaded) and waitress + wrk, one session '
              'cookie', '',
@@ -198,7 +213,8 @@ def report(args, info, part1, part2, part3, verdicts, elapsed, diagnosis=None):
     """The whole report as unicode Markdown."""
     lines = (_header(args, info) + _part1_intro(args) + _part1_tables(part1)
              + _traffic_table(part1) + _round_trip_tables(part1)
-             + _diagnosis_table(diagnosis) + _part2(part2) + _part3(part3))
+             + _diagnosis_table(diagnosis) + _lua_merge_table(part1) + _part2(part2)
+             + _part3(part3))
     lines += ['', '## Targets', '', '| target | status | detail |', '|---|---|---|']
     lines += ['| %s | **%s** | %s |' % verdict for verdict in verdicts]
     lines += ['', 'Total bench time: %.0f s.' % elapsed, '']

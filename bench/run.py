@@ -340,6 +340,8 @@ def main(argv=None):
                 progress('part 1b: ext:tcjson step by step')
                 try:
                     diagnosis = diagnose_tcjson.run(tyrants, args.diagnose_count)
+                    part1['lua_merge'] = diagnose_tcjson.lua_merge_cost(
+                        50 if args.quick else 500)
                 except Exception as exc:           # tcjson missing or changed
                     progress('  diagnosis failed: %s' % exc)
                     part1['notes'].append('1b (diagnose_tcjson.py) FAILED: %s' % exc)

@@ -187,6 +187,17 @@ def write_info(diagnosis, server='tcjson-tyrant'):
             '; '.join(details))
 
 
+def lua_merge_info(part1):
+    """What tcjson.lua's merge costs in Lua itself (lua5.1, no server)."""
+    found = part1.get('lua_merge')
+    if not found:
+        return None
+    return ("(info) tcjson.lua's merge under lua5.1, outside any server", 'info', '; '.join(
+        '%s: %s' % (size, ', '.join('%s %.0f us' % part for part in rows))
+        for size, _, rows in found) + ' -- the scan of the stored record walks every '
+        'nested value')
+
+
 def floors_info(part1):
     floors = part1.get('floors')
     if not floors:
@@ -370,7 +381,7 @@ def judge(part1, part2, part3, diagnosis=None):
             lines.append(overhead_target(part1, kind, factor, what, name, server, diagnosis))
         lines.append(write_info(diagnosis, server))
     floors = part1.get('floors')
-    lines += [baseline_info(part1), serializer_info(part1), floors_info(part1),
+    lines += [lua_merge_info(part1), baseline_info(part1), serializer_info(part1), floors_info(part1),
               lost_updates_target(part2), fullstack_target(part2, floors)]
     if any(row['label'].endswith(fullstack.on_server('ttserver')) for row in part2['rows']):
         lines.append(fullstack_target(part2, floors, tyrant='ttserver'))
