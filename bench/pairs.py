@@ -350,10 +350,18 @@ def _exchange(sock, request):
     return recv_exactly(sock, struct.unpack('>I', recv_exactly(sock, 4))[0])
 
 
-def _probe(addresses, sids, samples, poll, pause, out):
+def _probe(addresses, sids, samples, poll, pause, give_up, out):
     """In a child process: `samples` merges alternating between the two
-    members, each followed by gets on the other until its slot is there.
-    Sends the delays (seconds) through `out`."""
+    members, each followed by gets on the other until its slot is there,
+    or `give_up` seconds have passed (None: it never arrived).  Sends the
+    delays (seconds) through `out`, or the error that stopped it."""
+    try:
+        out.send(_delays(addresses, sids, samples, poll, pause, give_up))
+    except Exception as exc:
+        out.send(exc)
+
+
+def _delays(addresses, sids, samples, poll, pause, give_up):
     socks = [socket.create_connection(address, 5) for address in addresses]
     for sock in socks:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -369,30 +377,46 @@ def _probe(addresses, sids, samples, poll, pause, out):
         if answer != 'ok':
             raise RuntimeError('merge answered %r' % (answer,))
         slot = inproc.tyrant_get('%s@%d' % (key, sids[writer]), '')[0]
-        while _exchange(socks[1 - writer], slot) is None:
-            if time.time() - acknowledged > 30:
-                raise RuntimeError('a write did not replicate within 30 s')
-            time.sleep(poll)
-        delays.append(time.time() - acknowledged)
+        delay = None
+        while delay is None and time.time() - acknowledged < give_up:
+            if _exchange(socks[1 - writer], slot) is not None:
+                delay = time.time() - acknowledged
+            else:
+                time.sleep(poll)
+        delays.append(delay)
         time.sleep(pause)
-    out.send(delays)
+    return delays
 
 
-def replication_delays(pair, samples, poll, pause=0.02):
-    """Delays (seconds) of `samples` writes, measured in a child process
-    (so that this process's threads do not hold its timing up)."""
+GIVE_UP = 5.0       # seconds after which a write counts as never replicated
+
+
+def replication_delays(pair, samples, poll, pause=0.02, give_up=GIVE_UP):
+    """(sorted delays in seconds, writes that never arrived) of `samples`
+    writes, measured in a child process (so that this process's threads do
+    not hold its timing up)."""
     sids = [member.sid for member in pair.members]
     receive, send = multiprocessing.Pipe(False)
     child = multiprocessing.Process(target=_probe, args=(
         [(member.host, member.port) for member in pair.members], sids, samples, poll,
-        pause, send))
+        pause, give_up, send))
     child.start()
-    delays = receive.recv()
-    child.join()
-    return sorted(delays)
+    try:
+        while not receive.poll(1.0):
+            if not child.is_alive():
+                raise RuntimeError('the replication probe died (exit status %s)'
+                                   % child.exitcode)
+        found = receive.recv()
+    finally:
+        child.join()
+    if isinstance(found, Exception):
+        raise found
+    return sorted(d for d in found if d is not None), found.count(None)
 
 
 def _percentile(values, fraction):
+    if not values:
+        return None
     return values[min(len(values) - 1, int(round(fraction * (len(values) - 1))))]
 
 
@@ -407,16 +431,21 @@ def replication_lines(servers, args):
         requests, wall, _ = load.stop()
     lines = ['', 'Replication delay in a pair of %s: from a write acknowledged by one member '
              'to its visibility on the other; %d writes (tcjson.lua merges of a pair slot, '
-             'alternating between the members), polled every %d µs from a separate process.'
-             % (servers.kind, args.samples, args.poll_us), '',
-             '| traffic | median | p99 | max |', '|---|---:|---:|---:|']
-    for name, delays in (('none but the probe', idle),
-                         ('the throughput load: %d threads, %.0f write requests/s'
-                          % (args.threads, requests / wall), busy)):
-        lines.append('| %s | %.2f ms | %.2f ms | %.2f ms |' % (
-            name, 1000 * _percentile(delays, 0.5), 1000 * _percentile(delays, 0.99),
-            1000 * delays[-1]))
+             'alternating between the members), polled every %d µs from a separate process; '
+             'a write not there after %g s counts as never replicated.'
+             % (servers.kind, args.samples, args.poll_us, GIVE_UP), '',
+             '| traffic | median | p99 | max | never replicated |', '|---|---:|---:|---:|---:|']
+    for name, (delays, lost) in (('none but the probe', idle),
+                                 ('the throughput load: %d threads, %.0f write requests/s'
+                                  % (args.threads, requests / wall), busy)):
+        lines.append('| %s | %s | %s | %s | %d of %d |' % (
+            name, _ms(_percentile(delays, 0.5)), _ms(_percentile(delays, 0.99)),
+            _ms(delays[-1] if delays else None), lost, args.samples))
     return lines
+
+
+def _ms(seconds):
+    return '-' if seconds is None else '%.2f ms' % (1000 * seconds)
 
 
 # ------------------------------------------------------------ the report
