@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 # -*- coding: utf-8 -*-
 """What sessions per user cost (lib/user_sessions.py): sign-in, listing and
-revoking for a user with 1, 25 and 50 (MAX_SESSIONS) sessions.
+revoking for a user with 5, 25 and 50 (MAX_SESSIONS) sessions.
 
-    .venv/bin/python bench/user_sessions.py               # 1, 25, 50, 10000
+    .venv/bin/python bench/user_sessions.py               # 5, 25, 50, 10000
     .venv/bin/python bench/user_sessions.py --sessions 1,25 --repeat 50
     .venv/bin/python bench/user_sessions.py --out bench/RESULTS-user-sessions.md
 
@@ -230,7 +230,7 @@ def write_tables(path, lines):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--sessions', default='1,25,%d,10000' % user_sessions.MAX_SESSIONS,
+    parser.add_argument('--sessions', default='5,25,%d,10000' % user_sessions.MAX_SESSIONS,
                         help='comma-separated numbers of sessions of the user (over '
                         'MAX_SESSIONS: only the listing, of an index another program wrote)')
     parser.add_argument('--repeat', type=int, default=100, help='runs per timed case')
