@@ -178,8 +178,9 @@ def _part2(part2):
                   '%d threads x %d requests over HTTP (the generated app under paster '
                   'serve), all with one session cookie, each thread adding 1 to a key of '
                   'its own (/benchvisit/bump?key=tN, then session.save()); then the '
-                  'stored counts are read back.  Lost = answered requests whose increment '
-                  'the stored session does not hold.'
+                  'stored counts are read back.  Each row runs with the small session and '
+                  'again with the large one ("large session").  Lost = answered requests '
+                  'whose increment the stored session does not hold.'
                   % (lost[0]['threads'], lost[0]['requests']), '',
                   '| app / sessions | answered | errors | increments kept | lost | seconds |',
                   '|---|---:|---:|---:|---:|---:|']

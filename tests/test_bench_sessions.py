@@ -110,6 +110,9 @@ def test_step_by_step_diagnosis_is_reported(quick_run):
                  '| server: ext merge on a bare socket (round trip) |',
                  '| server CPU: per ext merge', '| write request: load + change + save() |'):
         assert [l for l in stdout.splitlines() if l.startswith(step)], step
+    if peers.which('lua5.1'):                       # bench/merge_cost.lua
+        for part in ('| merge, whole |', '| members() of the record |'):
+            assert [l for l in stdout.splitlines() if l.startswith(part)], part
 
 
 @pytest.mark.timeout(300)
