@@ -7,7 +7,7 @@ import sys
 
 import fullstack
 import inproc
-from targets import MEMCACHED, REDIS, TCJSON, find
+from targets import MEMCACHED, REDIS, TCJSON, TCJSON_TT, find
 
 KIND_TITLES = {
     'read': 'read-only requests (the app reads the session, never calls save())',
@@ -73,7 +73,7 @@ def _part1_tables(part1):
 
 def _traffic_table(part1):
     """Commands and round trips per request, tcjson next to the peers."""
-    names = [name for name in (TCJSON, MEMCACHED, REDIS)
+    names = [name for name in (TCJSON, TCJSON_TT, MEMCACHED, REDIS)
              if find(part1['rows'], name, 'small', 'read')]
     if not names:
         return []
@@ -194,13 +194,13 @@ def _part2(part2):
 
 
 def _part3(part3):
-    lines = ['', '## 3. Scale: purge.purge_expired on a .tch file (tcjson-tyrant)', '',
-             '| records | expired | load s | purge s | purge peak KB (VmHWM) | '
+    lines = ['', '## 3. Scale: purge.purge_expired on a .tch file', '',
+             '| server | records | expired | load s | purge s | purge peak KB (VmHWM) | '
              'ru_maxrss KB | RSS before purge KB | left / expected | db bytes |',
-             '|---:|---:|---:|---:|---:|---:|---:|---|---:|']
+             '|---|---:|---:|---:|---:|---:|---:|---:|---|---:|']
     for row in part3['rows']:
-        lines.append('| %d | %d | %.1f | %.1f | %s | %s | %s | %d / %d | %d |' % (
-            row['records'], row['expired'], row['load_s'], row['purge_s'],
+        lines.append('| %s | %d | %d | %.1f | %.1f | %s | %s | %s | %d / %d | %d |' % (
+            row['server'], row['records'], row['expired'], row['load_s'], row['purge_s'],
             row['vmhwm_kb'], row['ru_maxrss_kb'], row['start_rss_kb'],
             row['remaining'], row['expected_remaining'], row['db_bytes']))
     if part3['rows']:

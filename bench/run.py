@@ -349,7 +349,8 @@ def main(argv=None):
         if 'scale' in args.parts:
             progress('part 3: purge at scale (%s records)'
                      % ', '.join(str(c) for c in args.scale_counts))
-            part3 = scale.run(args.scale_counts, args.expired_fraction, progress)
+            part3 = scale.run(args.scale_counts, args.expired_fraction, progress,
+                              peers.find_ttserver())
     finally:
         for peer in started:
             peer.stop()

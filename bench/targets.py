@@ -356,7 +356,7 @@ def lost_updates_target(part2):
 
 
 def purge_target(part3):
-    rows = part3['rows']
+    rows = [row for row in part3['rows'] if row['server'] == 'tcjson-tyrant']
     if len(rows) < 2:
         return ('purge memory flat', 'not measured', '; '.join(part3['notes']))
     small, big = rows[0], rows[-1]
@@ -367,8 +367,10 @@ def purge_target(part3):
             % (big['records'], small['records']), 'met' if ok else 'MISSED',
             '%d KB vs %d KB (x%.2f); remaining correct: %s; purge %s'
             % (peak_big, peak_small, peak_big / float(peak_small),
-               ', '.join('%d: %s' % (r['records'], r['correct']) for r in rows),
-               ', '.join('%d: %.1f s' % (r['records'], r['purge_s']) for r in rows)))
+               ', '.join('%d on %s: %s' % (r['records'], r['server'], r['correct'])
+                         for r in part3['rows']),
+               ', '.join('%d on %s: %.1f s' % (r['records'], r['server'], r['purge_s'])
+                         for r in part3['rows'])))
 
 
 def judge(part1, part2, part3, diagnosis=None):
