@@ -72,6 +72,9 @@ from pylons_tcjson_template.devtyrant.protocol import recv_exactly  # noqa: E402
 
 CONNECT_TIMEOUT, IO_TIMEOUT = 0.5, 1.0
 SECTION = '## Several servers (bench/pairs.py)'
+# The module that builds a url's servers and knows the pairs' WRITE_HOLD
+# (tcjson.get_servers comes from it, wherever the backend keeps it).
+SERVERS = sys.modules[tcjson.get_servers.__module__]
 
 
 # ------------------------------------------------------------ the servers
@@ -277,7 +280,7 @@ class MemberLog(object):
 def failover(url, failed, fault, cure):
     """(fault -> first request served by the other member, slowest request,
     failed requests, back -> first write on the member again), seconds."""
-    pair = tyrant.get_servers(url, CONNECT_TIMEOUT, IO_TIMEOUT).shard_list[0]
+    pair = tcjson.get_servers(url, CONNECT_TIMEOUT, IO_TIMEOUT).shard_list[0]
     members = [member.url for member in pair.members]
     session_id = None
     while session_id is None:                 # one whose writes go to `failed`
@@ -327,7 +330,7 @@ def failover_lines(servers):
              'every %g s, writes back after %g s), one client thread making write requests '
              'on a session preferring the failed member:'
              % (servers.kind, CONNECT_TIMEOUT, IO_TIMEOUT, tyrant.PROBE_INTERVAL,
-                tyrant.WRITE_HOLD), '',
+                SERVERS.WRITE_HOLD), '',
              '| fault | fault -> first request served by the other member | slowest request '
              '| failed requests | member back -> first write on it again |',
              '|---|---:|---:|---:|---:|']

@@ -209,15 +209,19 @@ def floors_info(part1):
         "server (read: get; write: get, then tcjson.lua's merge): the least any client adds")
 
 
+def _write_rows(part1, other):
+    """(size, tcjson's write row, `other`'s) for each size both measured."""
+    for size in SIZES:
+        ours, theirs = (find(part1['rows'], TCJSON, size, 'write'),
+                        find(part1['rows'], other, size, 'write'))
+        if ours and theirs:
+            yield size, ours, theirs
+
+
 def baseline_info(part1):
     """The 2009 backend's write next to tcjson's (information only)."""
-    details = []
-    for size in SIZES:
-        ours, old = (find(part1['rows'], TCJSON, size, 'write'),
-                     find(part1['rows'], BASELINE, size, 'write'))
-        if ours and old:
-            details.append('%s: %.0f us vs %.0f us' % (size, ours['overhead_us'],
-                                                       old['overhead_us']))
+    details = ['%s: %.0f us vs %.0f us' % (size, ours['overhead_us'], old['overhead_us'])
+               for size, ours, old in _write_rows(part1, BASELINE)]
     if not details:
         return None
     return ("(info) write request: tcjson overhead over memory next to the 2009 backend's",
@@ -225,12 +229,9 @@ def baseline_info(part1):
 
 
 def serializer_info(part1):
-    details = []
-    for size in SIZES:
-        ours, mem_json = (find(part1['rows'], TCJSON, size, 'write'),
-                          find(part1['rows'], MEMORY_JSON, size, 'write'))
-        if ours and mem_json:
-            details.append('%s: %.0f us' % (size, ours['median_us'] - mem_json['median_us']))
+    """tcjson's write next to memory's with Beaker encoding JSON."""
+    details = ['%s: %.0f us' % (size, ours['median_us'] - mem_json['median_us'])
+               for size, ours, mem_json in _write_rows(part1, MEMORY_JSON)]
     if not details:
         return None
     return ('(info) write request: tcjson overhead over memory + JSONSerializer', 'info',
@@ -383,7 +384,8 @@ def judge(part1, part2, part3, diagnosis=None):
             lines.append(overhead_target(part1, kind, factor, what, name, server, diagnosis))
         lines.append(write_info(diagnosis, server))
     floors = part1.get('floors')
-    lines += [lua_merge_info(part1), baseline_info(part1), serializer_info(part1), floors_info(part1),
+    lines += [lua_merge_info(part1), baseline_info(part1), serializer_info(part1),
+              floors_info(part1),
               lost_updates_target(part2), fullstack_target(part2, floors)]
     if any(row['label'].endswith(fullstack.on_server('ttserver')) for row in part2['rows']):
         lines.append(fullstack_target(part2, floors, tyrant='ttserver'))
