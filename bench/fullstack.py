@@ -4,13 +4,17 @@
 directory (the real template, as a user would), and `Served` starts
 ``paster serve`` on an ini derived from the generated development.ini:
 debug off, quiet logging, and either the template's ext:tcjson sessions
-(tcjson.TyrantSession) or, for comparison, Beaker's own Session over
-memory, ext:memcached or ext:redis -- nothing else differs.  Each runs
+(user_sessions.UserSession, as the generated middleware.py chooses for
+that type) or, for comparison, memory, ext:memcached or ext:redis, for
+which the same middleware.py gives Beaker's own Session -- nothing else
+differs, and the generated code is not changed.  Each runs
 under development.ini's server (Paste's threaded HTTP server) and, in the
 rows labelled "waitress:", under production.ini's (waitress, its
 [server:main] section as the generated config/deployment.ini_tmpl has
-it).  wrk replays one session cookie at 1 and at 16 connections;
-lost_updates.py sends 8 threads of concurrent writes to one session.
+it).  wrk replays one session cookie at 1 and at 16 connections, with
+the bench's small session (a visit counter) and its large one (the ~18 KB
+cart of inproc.py, then the visit counter); lost_updates.py sends 8
+threads of concurrent writes to one session of each size.
 
 `mini_app_ini()` is the additional, NOT equivalent, comparison: a Pylons-less
 WSGI app (bench/mini_app.py) under the same paste HTTP server and the same
@@ -18,6 +22,7 @@ SessionMiddleware options.
 """
 from __future__ import print_function
 
+import json
 import os
 import re
 import shutil
@@ -33,10 +38,13 @@ except ImportError:                      # pragma: no cover (py3)
 
 from pylons_tcjson_template.devtyrant.launcher import end_process, free_port, wait_for_port
 
+import inproc
 import lost_updates
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 VISIT_PATH = '/benchvisit/index'
+LARGE_PATH = '/benchvisit/large'      # the large session, then a visit
+PATH_SIZES = {VISIT_PATH: 'small', LARGE_PATH: 'large'}
 BIN = os.path.dirname(sys.executable)
 
 
@@ -67,21 +75,23 @@ def generated_app(workdir, tyrant_url):
     _run([sys.executable, 'setup.py', '-q', 'egg_info'], cwd=appdir)
     with open(os.path.join(appdir, 'benchapp', 'controllers',
                            'benchvisit.py'), 'w') as out:
-        out.write(VISIT_CONTROLLER)
-    let_beaker_sessions_serve(os.path.join(appdir, 'benchapp', 'config',
-                                           'middleware.py'))
+        out.write(VISIT_CONTROLLER % {'large': json.dumps(inproc.large_payload())})
+    check_session_classes(os.path.join(appdir, 'benchapp', 'config', 'middleware.py'))
     return appdir
 
 
 # Added to the generated project by the bench (reached through the
 # template's generic /{controller}/{action} route): the visit counter alone,
 # without the sample page's tcjson-only extras, so that the peers' sessions
-# run the very same code; bump and counts for lost_updates.py.
+# run the very same code; the same with the large session; bump and counts
+# for lost_updates.py.
 VISIT_CONTROLLER = """import json
 
 from pylons import request, session
 
 from benchapp.lib.base import BaseController
+
+LARGE = json.loads(%(large)r)
 
 
 class BenchvisitController(BaseController):
@@ -89,7 +99,12 @@ class BenchvisitController(BaseController):
     def index(self):
         session['visits'] = session.get('visits', 0) + 1
         session.save()
-        return 'visits: %d' % session['visits']
+        return 'visits: %%d' %% session['visits']
+
+    def large(self):
+        if 'cart' not in session:
+            session.update(LARGE)
+        return self.index()
 
     def bump(self):
         key = str(request.params['key'])
@@ -99,42 +114,23 @@ class BenchvisitController(BaseController):
 
     def counts(self):
         return json.dumps(dict((key, value) for key, value in session.items()
-                               if key.startswith('t')))
+                               if key.startswith('t') and key[1:].isdigit()))
 """
 
-# The generated middleware hands every session to tcjson.TyrantSession,
-# which accepts ext:tcjson only.  For the comparison rows the bench gives
-# the other session types Beaker's own Session, as a project using them
-# would; ext:tcjson keeps exactly the generated code path.
-CHOOSE_SESSION_CLASS = '''
+# What the bench relies on in the generated middleware.py: UserSession for
+# ext:tcjson, Beaker's own Session for the types it compares.
+SESSION_CLASSES = ('session_class=user_sessions.UserSession',
+                   'app = SessionMiddleware(app, config)\n')
 
 
-def bench_session_class(config):
-    """Added by bench/fullstack.py: TyrantSession for ext:tcjson (as
-    generated), Beaker's own Session for the types the bench compares."""
-    from beaker.session import Session
-    if config.get('beaker.session.type') == 'ext:tcjson':
-        return tcjson.TyrantSession
-    return Session
-'''
-CHECK_OPTIONS = re.compile(
-    r'(?m)^(\s*)(tcjson\.check_session_options\(app\.options\))\s*$')
-
-
-def let_beaker_sessions_serve(path):
-    """Patch the generated middleware.py as CHOOSE_SESSION_CLASS says."""
+def check_session_classes(path):
+    """Unavailable unless the generated middleware.py still chooses the
+    session classes the bench compares (SESSION_CLASSES)."""
     text = open(path).read()
-    if ('session_class=tcjson.TyrantSession' not in text
-            or not CHECK_OPTIONS.search(text)):
-        raise Unavailable('%s no longer passes session_class=tcjson.TyrantSession '
-                          'and calls tcjson.check_session_options(app.options); '
-                          'bench/fullstack.py must follow it' % path)
-    text = text.replace('session_class=tcjson.TyrantSession',
-                        'session_class=bench_session_class(config)')
-    text = CHECK_OPTIONS.sub(
-        r"\1if app.options.get('type') == 'ext:tcjson':\n\1    \2", text)
-    with open(path, 'w') as out:
-        out.write(text + CHOOSE_SESSION_CLASS)
+    missing = [code for code in SESSION_CLASSES if code not in text]
+    if missing:
+        raise Unavailable('%s no longer has %s; bench/fullstack.py must follow it'
+                          % (path, ' and '.join(repr(code) for code in missing)))
 
 
 WAITRESS = 'waitress: '
@@ -422,10 +418,12 @@ def measure_interleaved(sites, connections, seconds, rounds, progress):
     return [combine(label, conns, runs[label, conns]) for _, conns, _, label in plan]
 
 
-def serve_generated(appdir, workdir, tyrant, peer_urls, measured, lost_only):
+def serve_generated(appdir, workdir, tyrants, peer_urls, measured, lost_only):
     """Serve the generated app: append the sites wrk measures to `measured`,
     those for the lost-update runs only to `lost_only` (appended one by one,
-    so that the caller stops every one that started, even after an error)."""
+    so that the caller stops every one that started, even after an error).
+    `tyrants`: the Tyrant peers, tcjson-tyrant first; the app's ext:tcjson
+    rows run on each (the others' labels name their server)."""
     source = os.path.join(appdir, 'development.ini')
     waitress = production_server(appdir)
     warm_up = wrk_missing() is None
@@ -437,9 +435,12 @@ def serve_generated(appdir, workdir, tyrant, peer_urls, measured, lost_only):
                          session_type, url, server)
         return Site(label, ini, port, path, 'benchapp', [appdir], workdir,
                     counter, warm_up, many_sessions)
+    main, others = tyrants[0], tyrants[1:]
     for session_type, path, label, server in (
             ('ext:tcjson', VISIT_PATH, 'generated app %s, ext:tcjson' % VISIT_PATH, None),
             ('memory', VISIT_PATH, 'generated app %s, memory' % VISIT_PATH, None),
+            ('ext:tcjson', LARGE_PATH, 'generated app %s, ext:tcjson' % LARGE_PATH, None),
+            ('memory', LARGE_PATH, 'generated app %s, memory' % LARGE_PATH, None),
             ('ext:tcjson', VISIT_PATH, WAITRESS + 'generated app %s, ext:tcjson' % VISIT_PATH,
              waitress),
             ('memory', VISIT_PATH, WAITRESS + 'generated app %s, memory' % VISIT_PATH,
@@ -447,77 +448,68 @@ def serve_generated(appdir, workdir, tyrant, peer_urls, measured, lost_only):
             ('ext:tcjson', '/session', 'generated app /session sample page, ext:tcjson',
              None)):
         measured.append(serve(label, session_type, path,
-                              counter=tyrant if session_type == 'ext:tcjson' else None,
+                              counter=main if session_type == 'ext:tcjson' else None,
                               many_sessions=path == VISIT_PATH, server=server))
+    for other in others:
+        for path in (VISIT_PATH, LARGE_PATH):
+            measured.append(serve('generated app %s, ext:tcjson%s' % (path, on_server(other.kind)),
+                                  'ext:tcjson', path, other.url, counter=other))
     for session_type, url in sorted(peer_urls.items()):
         lost_only.append(serve('generated app, %s (Beaker Session)' % session_type,
                                session_type, VISIT_PATH, url, warm_up=False))
 
 
+def on_server(kind):
+    """The label suffix of rows on a Tyrant server other than tcjson-tyrant."""
+    return ' on %s' % kind
+
+
 LOST_PATH = VISIT_PATH.rsplit('/', 1)[0]
 
 
+LARGE_SESSION = ', large session'
+
+
 def measure_lost_updates(sites, threads, requests, progress):
-    """lost_updates.hammer on each site, each with a session of its own."""
+    """lost_updates.hammer on each site, with a small session of its own
+    and with a large one (its first request stores the large cart)."""
     rows = []
     for site in sites:
-        cookie = session_cookie(site.url, 'benchapp')
-        result = lost_updates.hammer(site.base + LOST_PATH + '/bump',
-                                     site.base + LOST_PATH + '/counts', cookie,
-                                     threads, requests)
-        result['label'] = site.label
-        rows.append(result)
-        progress('  lost updates %-48s %d of %d answered bumps lost, %d errors'
-                 % (site.label, result['lost'], result['answered'], result['errors']))
+        for path, suffix in ((VISIT_PATH, ''), (LARGE_PATH, LARGE_SESSION)):
+            cookie = session_cookie(site.base + path, 'benchapp')
+            result = lost_updates.hammer(site.base + LOST_PATH + '/bump',
+                                         site.base + LOST_PATH + '/counts', cookie,
+                                         threads, requests)
+            result['label'] = site.label + suffix
+            rows.append(result)
+            progress('  lost updates %-60s %d of %d answered bumps lost, %d errors'
+                     % (result['label'], result['lost'], result['answered'],
+                        result['errors']))
     return rows
 
 
-def run(tyrant, connections, seconds, progress, mini=True, rounds=4, peer_urls=None,
+def run(tyrants, connections, seconds, progress, mini=True, rounds=4, peer_urls=None,
         lost_threads=8, lost_requests=100):
     """All full-stack rows; a dict with 'rows', 'lost' and 'notes'.
-    `tyrant` is the running Tyrant peer (url, and counters for round
-    trips).  Each row gets `seconds` of wrk in all, split over `rounds`
-    interleaved runs.  `peer_urls` ({session type: url}) adds the peers
-    to the lost-update runs (lost_threads x lost_requests each)."""
-    tyrant_url = tyrant.url
+    `tyrants` are the running Tyrant peers (urls, and counters for the
+    commands), tcjson-tyrant first.  Each row gets `seconds` of wrk in all,
+    split over `rounds` interleaved runs.  `peer_urls` ({session type:
+    url}) adds the peers to the lost-update runs (lost_threads x
+    lost_requests each, per session size)."""
+    tyrant = tyrants[0]
     workdir = tempfile.mkdtemp(prefix='sessbench-full-')
     sites, lost_sites, notes, lost = [], [], [], []
     per_run = max(1, int(round(float(seconds) / rounds)))
     try:
         try:
-            appdir = generated_app(workdir, tyrant_url)
-            serve_generated(appdir, workdir, tyrant, peer_urls or {}, sites, lost_sites)
-            notes.append('%s is a 4-line visit counter in the controller the '
-                         'bench adds to the generated project; the '
-                         "template's /session sample page also reads the raw "
-                         'record back (one more get) and renders Mako, '
-                         'and needs ext:tcjson (it calls tcjson.raw_record), '
-                         'so it has no memory row.' % VISIT_PATH)
-            notes.append('wrk sends one session cookie on every connection, so at 16 '
-                         'connections up to 16 requests of one session write at once: '
-                         "TyrantSession's writes of one session take turns on its lock, "
-                         'and each try that finds the lock taken (a putkeep + get, then '
-                         'a get of the lock, then a pause of 1 to 50 ms) adds to the '
-                         'commands per request.  Memory sessions do not lock across '
-                         'requests (and lose updates, see 2b).  The rows "%s" spread '
-                         'as many sessions as connections over them (wrk_sessions.lua), '
-                         'as many users would: requests of one session seldom overlap.'
-                         % MANY_SESSIONS.lstrip(', '))
+            appdir = generated_app(workdir, tyrant.url)
+            serve_generated(appdir, workdir, tyrants, peer_urls or {}, sites, lost_sites)
+            notes += GENERATED_NOTES
         except Unavailable as exc:
             notes.append('generated app: NOT MEASURED: %s' % exc)
             progress('  full stack (generated app) not measured: %s' % exc)
         if mini and wrk_missing() is None:
-            for session_type in ('ext:tcjson', 'memory'):
-                port = free_port()
-                ini = mini_app_ini(workdir, port, session_type, tyrant_url)
-                label = 'mini WSGI app (not Pylons), %s' % session_type
-                try:
-                    sites.append(Site(label, ini, port, '/', 'bench_sid', [HERE],
-                                      workdir, tyrant if session_type == 'ext:tcjson'
-                                      else None))
-                except Unavailable as exc:
-                    notes.append('mini app %s: NOT MEASURED: %s' % (session_type, exc))
-                    progress('  mini app %s not measured: %s' % (session_type, exc))
+            serve_mini(workdir, tyrant, sites, notes, progress)
         if wrk_missing():
             notes.append('full-stack rows: NOT MEASURED: %s' % wrk_missing())
             progress('  full-stack rows not measured: %s' % wrk_missing())
@@ -535,3 +527,32 @@ def run(tyrant, connections, seconds, progress, mini=True, rounds=4, peer_urls=N
         shutil.rmtree(workdir, ignore_errors=True)
     return {'rows': rows, 'notes': notes, 'rounds': rounds, 'lost': lost,
             'seconds_per_run': per_run}
+
+
+GENERATED_NOTES = [
+    '%s is a 4-line visit counter in the controller the bench adds to the generated '
+    'project; %s stores the large session (%d bytes of JSON) at its first request, '
+    "then counts visits the same way.  The template's /session sample page also reads "
+    'the raw record back (one more get) and renders Mako, and needs ext:tcjson (it calls '
+    'tcjson.raw_record), so it has no memory row.'
+    % (VISIT_PATH, LARGE_PATH, inproc.payload_json_size('large')),
+    'wrk sends one session cookie on every connection, so at 16 connections up to 16 '
+    'requests of one session write at once: each is one merge that the server applies '
+    'under the record lock, after the others, with no retry (the commands per request '
+    'stay at 2).  The rows "%s" spread as many sessions as connections over them '
+    '(wrk_sessions.lua), as many users would.' % MANY_SESSIONS.lstrip(', '),
+]
+
+
+def serve_mini(workdir, tyrant, sites, notes, progress):
+    """The Pylons-less app's rows, ext:tcjson and memory (information only)."""
+    for session_type in ('ext:tcjson', 'memory'):
+        port = free_port()
+        ini = mini_app_ini(workdir, port, session_type, tyrant.url)
+        label = 'mini WSGI app (not Pylons), %s' % session_type
+        try:
+            sites.append(Site(label, ini, port, '/', 'bench_sid', [HERE], workdir,
+                              tyrant if session_type == 'ext:tcjson' else None))
+        except Unavailable as exc:
+            notes.append('mini app %s: NOT MEASURED: %s' % (session_type, exc))
+            progress('  mini app %s not measured: %s' % (session_type, exc))

@@ -15,13 +15,15 @@ import math
 import pstats
 import shutil
 import socket
-import struct
 import tempfile
+import time
 import timeit
 
 from beaker.middleware import SessionMiddleware
 
-from pylons_tcjson_template.devtyrant.protocol import recv_exactly
+from pylons_tcjson_template import records
+from pylons_tcjson_template.devtyrant.protocol import recv_exactly, request_bytes
+from pylons_tcjson_template.tyrant import RECORD_LOCK
 
 import peers
 
@@ -205,17 +207,19 @@ class RedisBackend(Backend):
 
 
 class OursBackend(Backend):
-    """The project's ext:tcjson with tcjson.TyrantSession, configured as
-    the generated middleware does it (refresh_interval: its default)."""
+    """The project's ext:tcjson configured as the generated middleware does
+    it: session_class=user_sessions.UserSession (TyrantSession plus the
+    users' indexes, which a request that does not sign in never touches),
+    refresh_interval at its default."""
 
     def prepare(self):
         try:
-            from pylons_tcjson_template import tcjson
+            from pylons_tcjson_template import tcjson, user_sessions
         except ImportError as exc:
             self.skip_reason = ('pylons_tcjson_template.tcjson not importable '
                                 '(%s)' % exc)
             return False
-        self.module = tcjson
+        self.session_class = user_sessions.UserSession
         tcjson.register()
         return Backend.prepare(self)
 
@@ -223,7 +227,7 @@ class OursBackend(Backend):
         return {'session.type': 'ext:tcjson', 'session.url': self.peer.url}
 
     def kwargs(self):
-        return {'session_class': self.module.TyrantSession, 'prefix': 'bench:',
+        return {'session_class': self.session_class, 'prefix': 'bench:',
                 'pool_size': 4}
 
 
@@ -393,38 +397,38 @@ def aggregate(results):
     return row
 
 
-def roundtrip_latency(tyrant, memcached, redis_peer, count=2000):
-    """Median microseconds of one bare get and one bare put/set per client, same
-    value sizes as the sessions: splits server + wire time from the
-    client-side work that the session rows add on top."""
-    rows = []
+def _running(peer):
+    return peer is not None and peer.process is not None
 
-    values = dict((size, json.dumps(PAYLOADS[size]()).encode('utf-8'))
-                  for size in PAYLOADS)
+
+def roundtrip_latency(tyrants, memcached, redis_peer, count=2000):
+    """Median microseconds of one bare get and one bare put/set per client
+    and server (`tyrants`: the Tyrant peers), same value sizes as the
+    sessions: splits server + wire time from the client-side work that the
+    session rows add on top."""
+    from pylons_tcjson_template import tcjson
+    values = dict((size, stored_record(size)) for size in PAYLOADS)
     clients = []
-    if tyrant is not None and tyrant.process is not None:
-        try:
-            from pylons_tcjson_template import tcjson
-            pool = tcjson.get_pool(tyrant.url)
-            clients.append(('tcjson pool -> %s' % tyrant.kind,
-                            lambda k: pool.request('get', k),
-                            lambda k, v: pool.request('put', k, v)))
-        except ImportError:
-            pass
-    if memcached is not None and memcached.process is not None:
+    for tyrant in [t for t in tyrants if _running(t)]:
+        pool = tcjson.get_pool(tyrant.url)
+        clients.append(('tcjson pool -> %s' % tyrant.kind,
+                        lambda k, pool=pool: pool.request('get', k),
+                        lambda k, v, pool=pool: pool.request('put', k, v)))
+    if _running(memcached):
         import memcache
         mc = memcache.Client([memcached.url])
         clients.append(('python-memcached -> memcached', mc.get, mc.set))
-    if redis_peer is not None and redis_peer.process is not None:
+    if _running(redis_peer):
         import redis
         rc = redis.StrictRedis(host=redis_peer.host, port=redis_peer.port)
         clients.append(('redis-py -> redis', rc.get, rc.set))
-    if tyrant is not None and tyrant.process is not None:
-        clients.append(('bare socket -> %s' % tyrant.kind,
-                        ) + BareSocket(tyrant, tyrant_get, tyrant_put).calls())
-    if memcached is not None and memcached.process is not None:
+    for tyrant in [t for t in tyrants if _running(t)]:
+        clients.append(('bare socket -> %s' % tyrant.kind,)
+                       + BareSocket(tyrant, tyrant_get, tyrant_put).calls())
+    if _running(memcached):
         clients.append(('bare socket -> memcached',)
                        + BareSocket(memcached, memcached_get, memcached_set).calls())
+    rows = []
     for name, get, put in clients:
         for size in ('small', 'large'):
             key, value = 'rtt-probe-%s' % size, values[size]
@@ -435,31 +439,49 @@ def roundtrip_latency(tyrant, memcached, redis_peer, count=2000):
     return rows
 
 
+def stored_record(size, now=None):
+    """A session record of `size` as TyrantSession stores it (compact JSON,
+    with Beaker's times and the expiry)."""
+    now = time.time() if now is None else now
+    record = dict(PAYLOADS[size](), _creation_time=now, _accessed_time=now,
+                  _expires=round(now + 3600, 3))
+    return records.dumps(record, 'session')
+
+
+def write_merge_request(count, now=None):
+    """The merge request TyrantSession sends for the bench's write (one key
+    changed, the access time and expiry refreshed), built by records.py as
+    tcjson.py builds it."""
+    now = time.time() if now is None else now
+    changed = {'count': records.dumps(count), '_accessed_time': records.dumps(now),
+               '_expires': records.dumps(round(now + 3600, 3))}
+    return records.merge_request(changed, [], records.MAX_SESSION_SIZE)
+
+
 def session_floor(tyrant, count=2000):
-    """Median microseconds of what a TyrantSession request sends, replayed on a bare
-    socket against `tyrant` (no client library, no Python beyond a
-    sendall and a recv per round trip): a read is one get; a write is
-    get, then putkeep (the lock) + get pipelined, then put + out
-    pipelined.  No client can take less than this for the same commands."""
+    """Median microseconds of what a TyrantSession request sends, replayed on
+    a bare socket against `tyrant` (no client library, no Python beyond a
+    sendall and a recv per round trip): a read is the get; a write is the
+    get, then the ext call of tcjson.lua's merge under the record lock.  No
+    client can take less than this for the same commands."""
     sock = BareSocket(tyrant, tyrant_get, tyrant_put)
-    lock_key, lock_value = b'bench:lock:floor:session', b'{"tcjson":"lock"}'
     rows = []
     for size in ('small', 'large'):
         key = b'bench:floor-%s:session' % size
-        value = json.dumps(PAYLOADS[size]()).encode('utf-8')
+        # The merge sets what the record holds: it stays the same size, so
+        # the get's reply size stays known.
+        now = time.time()
+        value = stored_record(size, now)
         sock.put(key, value)
-        get_request, get_reply = tyrant_get(key, value)
-        lock_and_get = (tyrant_putkeep(lock_key, lock_value)[0] + get_request,
-                        1 + get_reply)
-        put_and_unlock = (tyrant_put(key, value)[0] + tyrant_out(lock_key)[0], 1 + 1)
+        get = tyrant_get(key, value)
+        merge = tyrant_ext('merge', key, write_merge_request(PAYLOADS[size]()['count'], now),
+                           b'ok')
 
         def write():
-            sock.exchange(get_request, get_reply)
-            sock.exchange(*lock_and_get)
-            sock.exchange(*put_and_unlock)
-        rows.append({'size': size, 'bytes': len(value),
-                     'read_us': median_us(lambda: sock.exchange(get_request, get_reply),
-                                          count),
+            sock.exchange(*get)
+            sock.exchange(*merge)
+        rows.append({'server': tyrant.kind, 'size': size, 'bytes': len(value),
+                     'read_us': median_us(lambda: sock.exchange(*get), count),
                      'write_us': median_us(write, count)})
     sock.close()
     return rows
@@ -468,19 +490,18 @@ def session_floor(tyrant, count=2000):
 # What a request and its reply are on the wire, for the bare-socket rows:
 # the floor under any client library, the machine's loopback round trip.
 def tyrant_get(key, value):
-    return (struct.pack('>BBI', 0xC8, 0x30, len(key)) + key, 5 + len(value))
+    return (request_bytes('get', len(key), key), 5 + len(value))
 
 
 def tyrant_put(key, value):
-    return (struct.pack('>BBII', 0xC8, 0x10, len(key), len(value)) + key + value, 1)
+    return (request_bytes('put', len(key), len(value), key, value), 1)
 
 
-def tyrant_putkeep(key, value):
-    return (struct.pack('>BBII', 0xC8, 0x11, len(key), len(value)) + key + value, 1)
-
-
-def tyrant_out(key):
-    return (struct.pack('>BBI', 0xC8, 0x20, len(key)) + key, 1)
+def tyrant_ext(name, key, value, answer, opts=RECORD_LOCK):
+    """An ext call of tcjson.lua's `name` and the size of its reply when it
+    answers `answer`."""
+    return (request_bytes('ext', len(name), opts, len(key), len(value), name, key, value),
+            5 + len(answer))
 
 
 def memcached_get(key, value):

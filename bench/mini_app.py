@@ -3,7 +3,7 @@
 Not a substitute for the generated Pylons app: it shows what the session
 backend costs under the same HTTP server without Pylons' own per-request
 work.  Sessions as the generated app's middleware.py configures them:
-ext:tcjson through tcjson.TyrantSession; memory through Beaker's own
+ext:tcjson through user_sessions.UserSession; memory through Beaker's own
 Session with its defaults (as the bench's generated-app memory row).
 """
 from beaker.middleware import SessionMiddleware
@@ -24,9 +24,9 @@ def make_app(global_conf, session_type='memory', session_url='', **local):
                'session.secret': 'mini-app-secret', 'session.timeout': '3600'}
     kwargs = {}
     if session_type == 'ext:tcjson':
-        from pylons_tcjson_template import tcjson
+        from pylons_tcjson_template import tcjson, user_sessions
         tcjson.register()
         options['session.url'] = session_url
-        kwargs = {'session_class': tcjson.TyrantSession,
+        kwargs = {'session_class': user_sessions.UserSession,
                   'prefix': 'minibench:', 'pool_size': '10'}
     return SessionMiddleware(counter, options, **kwargs)

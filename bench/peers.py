@@ -222,31 +222,17 @@ class Tyrant(Peer):
             self.server.stop()
 
     def stat(self):
-        import pytyrant
-        conn = pytyrant.Tyrant.open(self.host, self.port)
-        try:
-            text = conn.stat()
-        finally:
-            conn.close()
-        pairs = {}
-        for line in text.splitlines():
-            if '\t' in line:
-                name, value = line.split('\t', 1)
-                pairs[name] = value
-        return pairs
+        return tyrant_stat(self.host, self.port)
 
     def counter(self):
-        return sum(int(value) for name, value in self.stat().items()
-                   if name.startswith('cnt_') and not name.endswith('_miss'))
+        return commands(self.stat())
 
     def cpu(self):
         return self.snapshot()[1]
 
     def snapshot(self):
         pairs = self.stat()
-        return (sum(int(value) for name, value in pairs.items()
-                    if name.startswith('cnt_') and not name.endswith('_miss')),
-                float(pairs['ru_user']) + float(pairs['ru_sys']))
+        return commands(pairs), float(pairs['ru_user']) + float(pairs['ru_sys'])
 
     def version(self):
         if self.real:
@@ -255,14 +241,34 @@ class Tyrant(Peer):
             'version', '?')
 
 
+def tyrant_stat(host, port):
+    """A Tyrant server's stat answer as {name: value}."""
+    import pytyrant
+    conn = pytyrant.Tyrant.open(host, port)
+    try:
+        text = conn.stat()
+    finally:
+        conn.close()
+    return dict(line.split('\t', 1) for line in text.splitlines() if '\t' in line)
+
+
+def commands(stat):
+    """The commands a Tyrant server has answered, from its stat: the cnt_*
+    counters, without the *_miss ones (a subset of their command's)."""
+    return sum(int(value) for name, value in stat.items()
+               if name.startswith('cnt_') and not name.endswith('_miss'))
+
+
 class RoundTripCounter(object):
     """Counts the round trips this thread makes to any server, whatever
     the client library: a profile hook sees every send, receive and
-    connect call on a socket, and a receive on a socket whose last call
-    was a send is one round trip (the client waits for the server).
-    Commands pipelined in one flight therefore share a round trip, and a
-    reply read in several receives counts once.  A connect counts as a
-    round trip of its own (``connects``).
+    connect call on a socket, and the first receive after any send is one
+    round trip (the client waits for the servers).  Commands pipelined in
+    one flight therefore share a round trip, so do requests sent to
+    several servers before any answer is read (tyrant.parallel(): a pair's
+    read waits once for both members), and a reply read in several
+    receives counts once.  A connect counts as a round trip of its own
+    (``connects``).
 
     The hook slows every call of the thread several times over: use it
     on a pass that is counted, never on one that is timed."""
@@ -274,7 +280,7 @@ class RoundTripCounter(object):
     def __init__(self):
         self.waits = 0
         self.connects = 0
-        self._last_was_send = {}        # socket -> its last call was a send
+        self._sent = False              # something was sent since the last receive
 
     @property
     def round_trips(self):
@@ -283,16 +289,14 @@ class RoundTripCounter(object):
     def _hook(self, frame, event, arg):
         if event != 'c_call' or type(getattr(arg, '__self__', None)) is not _socket.socket:
             return
-        name, sock = arg.__name__, arg.__self__
+        name = arg.__name__
         if name in self.SENDS:
-            self._last_was_send[sock] = True
+            self._sent = True
         elif name in self.RECEIVES:
-            if self._last_was_send.get(sock):
-                self.waits += 1
-            self._last_was_send[sock] = False
+            self.waits += self._sent
+            self._sent = False
         elif name in self.CONNECTS:
             self.connects += 1
-            self._last_was_send[sock] = False
 
     def __enter__(self):
         sys.setprofile(self._hook)
@@ -300,4 +304,4 @@ class RoundTripCounter(object):
 
     def __exit__(self, *exc_info):
         sys.setprofile(None)
-        self._last_was_send.clear()
+        self._sent = False

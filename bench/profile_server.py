@@ -3,10 +3,13 @@
     .venv/bin/python bench/profile_server.py [--size small|large]
         [--kind read|write|mix] [--seconds 8] [--py-spy PATH]
 
-Starts tcjson-tyrant, attaches ``py-spy record`` (raw collapsed stacks) to
-it, drives it with in-process ext:tcjson session requests of one kind (as
-part 1 of run.py: tcjson.TyrantSession) for the given time, and prints the share of samples per function
-(self time) and per top-level step of the server loop.  py-spy is not a
+Starts tcjson-tyrant (with tcjson.lua), attaches ``py-spy record`` (raw
+collapsed stacks) to it, drives it with in-process ext:tcjson session
+requests of one kind (as part 1 of run.py: user_sessions.UserSession) for
+the given time, and prints the share of samples per function (self time)
+and inclusive.  Samples of every thread are counted, idle ones too: the
+event loop's poll is the server waiting, and the ext worker threads'
+``call`` (scripting.py) is tcjson.lua running in lupa.  py-spy is not a
 project dependency: install it anywhere (``pip install --target DIR
 py-spy``) and pass its path, or have it on PATH.
 """

@@ -1,4 +1,4 @@
-"""Run tcjson.purge_expired in its own process; print one JSON line.
+"""Run purge.purge_expired in its own process; print one JSON line.
 
     python bench/purge_child.py URL PREFIX [KWARGS_JSON]
 
@@ -29,10 +29,10 @@ def proc_status_kb(field):
 def main(argv):
     url, prefix = argv[1], argv[2]
     kwargs = json.loads(argv[3]) if len(argv) > 3 else {}
-    from pylons_tcjson_template import tcjson
+    from pylons_tcjson_template import purge
     start_rss = proc_status_kb('VmRSS')
     started = time.time()
-    result = tcjson.purge_expired(url, prefix, **kwargs)
+    result = purge.purge_expired(url, prefix, **kwargs)
     elapsed = time.time() - started
     try:
         json.dumps(result)

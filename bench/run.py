@@ -190,10 +190,10 @@ def run_inproc(backends, args):
     progress('  bare client round trips (get / put medians)')
     peer_of = dict((b.name, b.peer) for b in active if b.peer is not None)
     count = 300 if args.quick else 2000
-    rtt = inproc.roundtrip_latency(peer_of.get(TCJSON), peer_of.get(MEMCACHED),
-                                   peer_of.get(REDIS), count=count)
-    floors = (inproc.session_floor(peer_of[TCJSON], count)
-              if peer_of.get(TCJSON) is not None else [])
+    tyrants = [peer_of[name] for name in (TCJSON, TCJSON_TT) if name in peer_of]
+    rtt = inproc.roundtrip_latency(tyrants, peer_of.get(MEMCACHED), peer_of.get(REDIS),
+                                   count=count)
+    floors = [row for tyrant in tyrants for row in inproc.session_floor(tyrant, count)]
     return {'rows': rows, 'notes': notes, 'rtt': rtt, 'floors': floors,
             'per_round': per_round}
 
@@ -318,14 +318,15 @@ def main(argv=None):
         if 'fullstack' in args.parts:
             progress('part 2: full stack (paster serve + wrk, %d s per row)'
                      % args.seconds)
-            tyrant = [p for p in started if p.kind == 'tcjson-tyrant']
-            if not tyrant:
-                tyrant = [peers.Tyrant().start()]
-                started.append(tyrant[0])
+            tyrants = sorted((p for p in started if isinstance(p, peers.Tyrant)),
+                             key=lambda p: p.real)
+            if not tyrants or tyrants[0].real:
+                tyrants.insert(0, peers.Tyrant().start())
+                started.append(tyrants[0])
             peer_urls = dict((backend.options()['session.type'], backend.options()['session.url'])
                              for backend in backends if backend.name in (MEMCACHED, REDIS)
                              and backend.skip_reason is None)
-            part2 = fullstack.run(tyrant[0], args.connections, args.seconds, progress,
+            part2 = fullstack.run(tyrants, args.connections, args.seconds, progress,
                                   rounds=1 if args.quick else 4, peer_urls=peer_urls,
                                   lost_threads=args.lost_threads,
                                   lost_requests=args.lost_requests)
@@ -334,11 +335,13 @@ def main(argv=None):
                      % (args.rounds, args.requests))
             part1 = run_inproc(backends, args)
         if 'diagnose' in args.parts:
-            tyrant = [p for p in started if p.kind == 'tcjson-tyrant']
-            if tyrant:
-                progress('part 1b: ext:tcjson step by step (client side)')
+            tyrants = [p for p in started if isinstance(p, peers.Tyrant)]
+            if tyrants:
+                progress('part 1b: ext:tcjson step by step')
                 try:
-                    diagnosis = diagnose_tcjson.run(tyrant[0], args.diagnose_count)
+                    diagnosis = diagnose_tcjson.run(tyrants, args.diagnose_count)
+                    part1['lua_merge'] = diagnose_tcjson.lua_merge_cost(
+                        50 if args.quick else 500)
                 except Exception as exc:           # tcjson missing or changed
                     progress('  diagnosis failed: %s' % exc)
                     part1['notes'].append('1b (diagnose_tcjson.py) FAILED: %s' % exc)
@@ -346,7 +349,8 @@ def main(argv=None):
         if 'scale' in args.parts:
             progress('part 3: purge at scale (%s records)'
                      % ', '.join(str(c) for c in args.scale_counts))
-            part3 = scale.run(args.scale_counts, args.expired_fraction, progress)
+            part3 = scale.run(args.scale_counts, args.expired_fraction, progress,
+                              peers.find_ttserver())
     finally:
         for peer in started:
             peer.stop()

@@ -4,9 +4,10 @@ A tcjson-tyrant on a fresh .tch file is filled with N session records in
 the format tcjson.py documents (key ``<prefix><id>:session``, value a JSON
 object with ``_expires``), a fraction of them already expired.  Loading uses
 pipelined ``misc putlist`` batches over a raw socket.  Then
-``tcjson.purge_expired`` runs in a child process (bench/purge_child.py) that
+``purge.purge_expired`` runs in a child process (bench/purge_child.py) that
 reports its wall time and peak memory, and the remaining record count is
-checked against the number of live records written.
+checked against the number of live records written.  The server runs
+tcjson.lua (-ext), whose ``delete`` judges each record under its lock.
 """
 from __future__ import print_function
 
@@ -107,12 +108,10 @@ def rnum(host, port):
 
 def purge_available():
     try:
-        from pylons_tcjson_template import tcjson
+        from pylons_tcjson_template import purge
     except ImportError as exc:
-        return None, 'tcjson.py not importable: %s' % exc
-    if not hasattr(tcjson, 'purge_expired'):
-        return None, 'tcjson.purge_expired does not exist yet'
-    return tcjson.purge_expired, None
+        return None, 'purge.py not importable: %s' % exc
+    return purge.purge_expired, None
 
 
 def purge_in_child(url, prefix, kwargs=None, timeout=900):
@@ -128,9 +127,10 @@ def purge_in_child(url, prefix, kwargs=None, timeout=900):
     return json.loads(out.decode('utf-8').strip().splitlines()[-1])
 
 
-def run_one(count, expired_fraction, progress):
+def run_one(count, expired_fraction, progress, ttserver=None):
+    """One row: `count` records on tcjson-tyrant, or on `ttserver` (a path)."""
     workdir = tempfile.mkdtemp(prefix='sessbench-scale-')
-    server = TyrantProcess(os.path.join(workdir, 'sessions.tch'), ttserver='')
+    server = TyrantProcess(os.path.join(workdir, 'sessions.tch'), ttserver=ttserver or '')
     server.start()
     try:
         t0 = time.time()
@@ -142,7 +142,7 @@ def run_one(count, expired_fraction, progress):
         stats = purge_in_child(server.url, PREFIX)
         after = rnum(server.host, server.port)
         row = {
-            'records': count, 'expired': expired, 'load_s': load_s,
+            'server': server.kind, 'records': count, 'expired': expired, 'load_s': load_s,
             'purge_s': stats['seconds'], 'result': stats['result'],
             'remaining': after, 'expected_remaining': before - expired,
             'start_rss_kb': stats['start_rss_kb'],
@@ -151,9 +151,9 @@ def run_one(count, expired_fraction, progress):
             'db_bytes': os.path.getsize(os.path.join(workdir, 'sessions.tch')),
         }
         row['correct'] = after == before - expired
-        progress('  scale: purge of %d records: %.1f s, peak %d KB (start %s KB),'
+        progress('  scale: purge of %d records on %s: %.1f s, peak %d KB (start %s KB),'
                  ' %d left (expected %d)'
-                 % (count, row['purge_s'], row['vmhwm_kb'] or row['ru_maxrss_kb'],
+                 % (count, server.kind, row['purge_s'], row['vmhwm_kb'] or row['ru_maxrss_kb'],
                     row['start_rss_kb'], after, before - expired))
         return row
     finally:
@@ -161,7 +161,9 @@ def run_one(count, expired_fraction, progress):
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def run(counts, expired_fraction, progress):
+def run(counts, expired_fraction, progress, ttserver=None):
+    """Rows of `counts` records on tcjson-tyrant, then (for the purge's
+    time on the real server) on `ttserver` when given."""
     purge, reason = purge_available()
     if purge is None:
         progress('  scale: not measured: ' + reason)
@@ -173,10 +175,11 @@ def run(counts, expired_fraction, progress):
     except TypeError:
         pass
     rows = []
-    for count in counts:
-        try:
-            rows.append(run_one(count, expired_fraction, progress))
-        except Exception as exc:
-            notes.append('scale %d: FAILED: %s' % (count, exc))
-            progress('  scale %d failed: %s' % (count, exc))
+    for server in [None] + ([ttserver] if ttserver else []):
+        for count in counts:
+            try:
+                rows.append(run_one(count, expired_fraction, progress, server))
+            except Exception as exc:
+                notes.append('scale %d: FAILED: %s' % (count, exc))
+                progress('  scale %d failed: %s' % (count, exc))
     return {'rows': rows, 'notes': notes}

@@ -1,12 +1,12 @@
 """The bench's counting tools, against a live server: bench/peers.py's
-RoundTripCounter (round trips seen from the client, pipelined commands
-sharing one) and bench/inproc.py's request mixes."""
+RoundTripCounter (round trips seen from the client, pipelined commands and
+servers asked at once sharing one) and bench/inproc.py's request mixes."""
 import os
 import sys
 
 import pytest
 
-from pylons_tcjson_template.tyrant import TyrantPool
+from pylons_tcjson_template.tyrant import TyrantPool, parallel
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                 'bench'))
@@ -42,6 +42,23 @@ def test_pipelined_commands_share_one_round_trip(pool):
     with peers.RoundTripCounter() as traffic:
         assert pool.request('get', 'rt:big') == big
     assert traffic.waits == 1
+
+
+def test_servers_asked_at_once_share_one_round_trip(pool, tyrant):
+    other = TyrantPool(tyrant.url)
+    try:
+        pool.request('put', 'rt:d', 'four')
+        other.request('get', 'rt:d')                         # both connected
+        with peers.RoundTripCounter() as traffic:
+            answers = parallel([(pool, [('get', 'rt:d')]), (other, [('get', 'rt:d')])])
+        assert answers == [['four'], ['four']]
+        assert (traffic.waits, traffic.connects) == (1, 0)
+        with peers.RoundTripCounter() as traffic:
+            pool.request('get', 'rt:d')
+            other.request('get', 'rt:d')
+        assert traffic.waits == 2                            # one after the other
+    finally:
+        other.close()
 
 
 def test_the_counter_stops_counting_when_left(pool):
