@@ -79,9 +79,11 @@ Outages.  A server that refuses or closes the connection raises
 answers again.  A timeout is an unknown outcome, not a failure: a write
 sent to a server that was stopped may still be applied when it resumes.
 Every write this module makes can be applied twice with the same result
-(a merge sets values, it does not add to them).  A server without
-lib/tcjson.lua raises ``ExtensionMissing`` (a TyrantUnavailable that
-names the -ext flag): nothing is ever written without its record lock.
+(a merge sets values, it does not add to them).  Every connection asks
+the server, before its first command, whether it runs lib/tcjson.lua: a
+server without it raises ``ExtensionMissing`` (a TyrantUnavailable that
+names the -ext flag) for every request, so nothing is ever read from or
+written to it without the record lock.
 
 Reading a record is reading untrusted input.  A session record over
 max_session_size, not a JSON object, nested deeper than MAX_DEPTH, holding

@@ -222,6 +222,7 @@ class _Socket(object):
         self.inbuf, self.inpos = '', 0
         self.received = 0            # bytes of the current reply so far
         self.probed = False          # tcjson.lua checked on this connection
+        self.just_probed = False     # ... by the request now running on it
         try:
             self.sock = socket.create_connection((host, port), connect_timeout)
         except socket.timeout:
@@ -452,7 +453,6 @@ class TyrantPool(object):
         size; ext: the answer; put, out...: None) or, where the server said
         no, the pytyrant.TyrantError itself (returned, not raised)."""
         def work(conn):
-            self._ensure_probed(conn, commands)
             _send_pipeline(conn.tyrant, commands)
             return _read_pipeline(conn.tyrant, commands)
         return self._run(all(command[0] in RESENDABLE for command in commands), work)
@@ -469,15 +469,20 @@ class TyrantPool(object):
         """tcjson.lua's probe answer for this server (a dict: sid,
         members, born)."""
         def work(conn):
-            conn.probed = False
-            self._ensure_probed(conn, [('ext',)])
+            if not conn.just_probed:               # asked again: members may have changed
+                conn.probed = False
+                self._ensure_probed(conn)
             return self.identity
         return self._run(True, work)
 
-    def _ensure_probed(self, conn, commands):
-        """Before the first ext call on a connection: is this lib/tcjson.lua,
-        the version this module speaks?  One round trip per connection."""
-        if conn.probed or not any(command[0] == 'ext' for command in commands):
+    def _ensure_probed(self, conn):
+        """Before the first command on a connection: does the server run
+        lib/tcjson.lua, the version this module speaks?  One round trip per
+        connection.  Checked for every command, not only ext calls: a
+        server without it must fail at once, not after it has served
+        reads and new sessions."""
+        conn.just_probed = not conn.probed
+        if conn.probed:
             return
         _send_pipeline(conn.tyrant, [('ext', 'probe', '', '', 0)])
         answer, = _read_pipeline(conn.tyrant, [('ext',)])
@@ -519,6 +524,7 @@ class TyrantPool(object):
     def _attempt(self, work):
         conn, was_idle = self._checkout()
         try:
+            self._ensure_probed(conn)
             result = work(conn)
         except pytyrant.TyrantError as exc:
             if exc.args[:1] != (1,):           # Tyrant answers 0 or 1, nothing else
@@ -647,7 +653,7 @@ def parallel(jobs):
             started.append((pool, commands, None, exc))
             continue
         try:
-            pool._ensure_probed(conn, commands)
+            pool._ensure_probed(conn)
             _send_pipeline(conn.tyrant, commands)
             conn.flush()
             started.append((pool, commands, conn, was_idle))

@@ -25,9 +25,9 @@ def pool(tyrant):
 
 def test_each_request_is_a_round_trip_and_the_connect_counts_apart(pool):
     with peers.RoundTripCounter() as traffic:
-        pool.request('put', 'rt:a', 'one')
+        pool.request('put', 'rt:a', 'one')       # a new connection: probed first
         pool.request('get', 'rt:a')
-    assert (traffic.waits, traffic.connects, traffic.round_trips) == (2, 1, 3)
+    assert (traffic.waits, traffic.connects, traffic.round_trips) == (3, 1, 4)
 
 
 def test_pipelined_commands_share_one_round_trip(pool):
@@ -62,6 +62,7 @@ def test_servers_asked_at_once_share_one_round_trip(pool, tyrant):
 
 
 def test_the_counter_stops_counting_when_left(pool):
+    pool.probe()                                             # connected before counting
     with peers.RoundTripCounter() as traffic:
         pool.request('put', 'rt:c', 'three')
     pool.request('get', 'rt:c')

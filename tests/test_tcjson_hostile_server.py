@@ -3,7 +3,9 @@
 The one place the suite uses a fake server: a real ttserver never answers
 garbage, and these faults are about the client's framing.
 """
+import json
 import socket
+import struct
 import threading
 import time
 
@@ -12,8 +14,15 @@ import pytest
 from pylons_tcjson_template import tcjson
 
 
+EXT = b'\xc8\x68'                    # the ext command's first bytes
+IDENTITY = json.dumps({'tcjson': 1, 'sid': 0, 'members': '', 'born': 0}).encode()
+PROBE_ANSWER = b'\x00' + struct.pack('>I', len(IDENTITY)) + IDENTITY
+
+
 class FakeServer(object):
-    """Accepts connections; on each request sends `reply` and maybe hangs up."""
+    """Accepts connections; answers the client's probe for lib/tcjson.lua
+    as a sane server would, then sends `reply` to the request that follows
+    and maybe hangs up."""
 
     def __init__(self, reply, hang_up=True):
         self.reply, self.hang_up = reply, hang_up
@@ -31,7 +40,10 @@ class FakeServer(object):
                 conn, _ = self.listener.accept()
             except socket.error:
                 return
-            conn.recv(65536)
+            request = conn.recv(65536)
+            if request.startswith(EXT) and b'probe' in request:
+                conn.sendall(PROBE_ANSWER)
+                conn.recv(65536)
             conn.sendall(self.reply)
             if self.hang_up:
                 conn.close()

@@ -21,6 +21,7 @@ def site(tmpdir_factory):
     pair = [TyrantProcess('*'), TyrantProcess('*')]
     for server in pair:
         server.start()
+    pair.sort(key=lambda server: server.url)   # the url's members are read sorted
     try:
         port = free_port()
         url = '|'.join(server.url for server in pair)
