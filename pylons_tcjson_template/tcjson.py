@@ -117,9 +117,9 @@ from beaker.synchronization import file_synchronizer
 from paste.deploy.converters import asbool
 
 # Errors and parsers the application and its tests import from here.
-from .records import (DECODER, MAX_DEPTH, MAX_SESSION_SIZE, MAX_VALUES,  # noqa: F401
+from .records import (MAX_DEPTH, MAX_SESSION_SIZE, MAX_VALUES,  # noqa: F401
                       TIME_FIELDS, Record, UnreadableRecord, UnstorableValue, dumps,
-                      parse_json, parse_session_record, same_json)
+                      parse_json, parse_session_record, reparse, same_json)
 from .servers import get_servers
 from .tyrant import (ConfigError, ExtensionMissing, ExtRefused, TcjsonError,  # noqa: F401
                      TyrantUnavailable, _bytes, get_pool, parse_url, pool_option)
@@ -533,7 +533,7 @@ class TyrantSession(Session):
         if self._snapshot is None:
             # A fresh copy of what was read: checked at load already, so
             # only parsed (and, if encrypted, opened) again.
-            snapshot = DECODER.decode(self._loaded_raw.lstrip('\xef\xbb\xbf'))
+            snapshot = reparse(self._loaded_raw)
             if 'tcjson' in snapshot:
                 snapshot = self._open_envelope(snapshot)
             self._snapshot = snapshot
@@ -572,7 +572,7 @@ class TyrantSession(Session):
                                   'be over max_session_size=%d bytes'
                                   % self.namespace.max_session_size)
         for key, text in texts.iteritems():             # what a second save compares with
-            self._snapshot[key] = DECODER.decode(text)
+            self._snapshot[key] = reparse(text)
         for key in removed:
             self._snapshot.pop(key, None)
 

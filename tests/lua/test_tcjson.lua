@@ -82,12 +82,30 @@ refused("over limit", merge, "s", '{"set":{"b":1},"limit":50}')
 check("result too large", merge("s", '{"set":{"b":1},"limit":110}'), "too large")
 check("within limit", merge("s", '{"set":{"b":1},"limit":200}'), "ok")
 
+-- nested values are kept whole whatever their strings hold (brackets,
+-- escapes: where the shortcut past a value cannot be sure, the step by
+-- step scan decides) and however deep they nest, up to 32 levels
+local nested = {
+  '{"s":"}{","t":"[x]","u":{"v":"{"},"w":{"x":"}"}}', '[{"c":"{"},{"d":"}"},"]["]',
+  '["\\"]",{"f":"\\\\"},"\\u005d"]', '[[[]],{},[{}],{"a":[{"b":[]}]}]',
+  '{"a":[1,2.5,-3e2,true,false,null]}', '{"x":"\127 is DEL"}',
+  string.rep("[", 32) .. string.rep("]", 32),
+}
+for index, value in ipairs(nested) do
+  store.s = '{"a":' .. value .. ',"b":0}'
+  merge("s", '{"set":{"b":1}}')
+  check("nested value " .. index, store.s, '{"a":' .. value .. ',"b":1}')
+end
+
 -- hostile records and malformed requests: refused, nothing written
 local hostile = {
   '{"a":"unterminated}', '[1,2]', '"text"', '{"a":1,}', '{"a" 1}', '{"a":1} trailing',
   '{"a":tru}', '{"a":[1,2}', '{"a":{"b":1]}', '{"a":"\1"}', '{"a":"x\0y"}',
   '{"a":"\\q"}', '{"a":"\\u12"}',
   '{"a":' .. string.rep("[", 40) .. string.rep("]", 40) .. '}',
+  '{"a":' .. string.rep("[", 33) .. string.rep("]", 33) .. '}',
+  '{"a":[{]}]}', '{"a":{"b":[1}]}', '{"a":[{"b":"]"}}',
+  '{"a":{"b":"\1"}}', '{"a":{"b":"unterminated}}', '{"a":[1,2]]}',
 }
 for index, record in ipairs(hostile) do
   store.s = record
