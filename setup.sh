@@ -4,7 +4,7 @@
 #
 #   ./setup.sh             what the template and its tests need, and .venv
 #   ./setup.sh --all       also the benchmark and browser-test peers
-#                          (memcached, redis-server, wrk, chromium); CI does
+#                          (memcached, redis-server, wrk, chromium, nginx); CI does
 #   SKIP_APT=1 ./setup.sh  never touch the system, only build .venv
 #   PYTHON27=/path/python2.7 ./setup.sh   use that interpreter
 #
@@ -16,9 +16,11 @@
 #      .tch files, tokyocabinet-bin for tchmgr), lua5.1 (tcjson.lua's own
 #      tests run under the Lua that ttserver links), nodejs unless a node is
 #      on PATH (the test of the generated project's Node.js example), and with
-#      --all memcached, redis-server and wrk (benchmark peers) and chromium
-#      (browser tests).  Tests that need a missing one skip and say why;
-#      the last lines of the output list them.
+#      --all memcached, redis-server and wrk (benchmark peers), chromium
+#      (browser tests) and nginx (the test of a generated deploy/nginx-site.conf;
+#      Debian also starts nginx's own default site when it installs it).
+#      Tests that need a missing one skip and say why; the last lines of the
+#      output list them.
 #   3. .venv with Python 2.7 (virtualenv<20.22, run from Python 3).
 #   4. This package in development mode with its test extras, under
 #      pylons_tcjson_template/constraints.txt -- the one list of known-good
@@ -50,12 +52,13 @@ ensure_python27
 # ------------------------------------------------------- 2. system packages
 # The peers of the benchmark and the browser tests, and which tests skip
 # without each (./setup.sh --all installs them).
-peers=(memcached redis-server wrk chromium)
+peers=(memcached redis-server wrk chromium nginx)
 declare -A skipped_without=(
     [memcached]="the ext:memcached rows of tests/test_bench_sessions.py"
     [redis-server]="the ext:redis rows of tests/test_bench_sessions.py"
     [wrk]="the full-stack (wrk) rows of tests/test_bench_sessions.py"
     [chromium]="tests/test_template_browser.py, tests/test_template_browser_users.py"
+    [nginx]="test_behind_the_generated_nginx_site in tests/test_template_production.py"
 )
 if [ "$use_apt" = 1 ]; then
     if [ "$all" = 1 ]; then
@@ -86,7 +89,7 @@ pip_install_stamped "$venv" "$venv/.installed" setup.py "$constraints" -- \
 
 missing=()
 for peer in "${peers[@]}"; do
-    command -v "$peer" >/dev/null 2>&1 || missing+=("$peer")
+    command -v "$peer" >/dev/null 2>&1 || [ -x "/usr/sbin/$peer" ] || missing+=("$peer")
 done
 if [ "${#missing[@]}" -gt 0 ]; then
     step "not installed (./setup.sh --all installs them); these tests skip:"

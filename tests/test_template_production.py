@@ -11,12 +11,16 @@ import httplib
 import os
 import re
 import smtpd
+import ssl
+import subprocess
 import sys
 import threading
+from distutils.spawn import find_executable
 
 import pytest
 
-from pylons_tcjson_template.devtyrant.launcher import TyrantProcess, free_port
+from pylons_tcjson_template.devtyrant.launcher import (TyrantProcess, end_process, free_port,
+                                                       wait_for_port)
 from test_template_support import (PASTER, Served, generate, project_env, run,
                                    set_ini_value)
 
@@ -27,11 +31,14 @@ BUG = 'a bug in a controller'
 # A controller of the project's own, with a bug: it loads the session (as
 # nearly every page does) and fails.
 BOOM_CONTROLLER = '''
-from pylons import session
+from pylons import request, session
 from prodapp.lib.base import BaseController
 
 
 class BoomController(BaseController):
+
+    def where(self):
+        return '%%s %%s %%s' %% (request.scheme, request.remote_addr, request.host)
 
     def store(self):
         session['card'] = %r
@@ -232,3 +239,115 @@ def test_waitress_serves_no_sample_a_health_check_and_an_access_log(production, 
     text = '\n'.join(lines)
     assert session_id not in text and 'prodapp=' not in text
     assert 'Cookie' not in text
+
+
+# ---- behind deploy/nginx-site.conf, as the README installs it
+
+NGINX = find_executable('nginx') or find_executable('nginx', '/usr/sbin:/sbin')
+OPENSSL = find_executable('openssl')
+
+
+def replace_once(text, old, new):
+    assert text.count(old) == 1, 'the site no longer holds %r once' % old
+    return text.replace(old, new)
+
+
+class Nginx(object):
+    """nginx in the foreground with `site` as its only site, its files in
+    `where`: what /etc/nginx/nginx.conf would wrap around it."""
+
+    CONF = """daemon off;
+master_process off;
+pid %(where)s/nginx.pid;
+error_log %(where)s/error.log;
+events { worker_connections 64; }
+http {
+    access_log %(where)s/access.log;
+    client_body_temp_path %(where)s/body;
+    proxy_temp_path %(where)s/proxy;
+    fastcgi_temp_path %(where)s/fastcgi;
+    uwsgi_temp_path %(where)s/uwsgi;
+    scgi_temp_path %(where)s/scgi;
+    include %(where)s/site.conf;
+}
+"""
+
+    def __init__(self, where, site, port):
+        self.where, self.port = str(where), port
+        with open(os.path.join(self.where, 'site.conf'), 'w') as out:
+            out.write(site)
+        with open(os.path.join(self.where, 'nginx.conf'), 'w') as out:
+            out.write(self.CONF % {'where': self.where})
+
+    def __enter__(self):
+        conf, log = os.path.join(self.where, 'nginx.conf'), os.path.join(self.where, 'error.log')
+        self.process = subprocess.Popen([NGINX, '-p', self.where, '-c', conf, '-e', log],
+                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        if not wait_for_port('127.0.0.1', self.port, 15, self.process):
+            end_process(self.process)
+            raise AssertionError('nginx did not start: %s %s' % (
+                self.process.stdout.read(), open(log).read() if os.path.exists(log) else ''))
+        return self
+
+    def __exit__(self, *exc_info):
+        end_process(self.process)
+
+
+def over_https(port, path, host=HOST, headers=None):
+    """(status, body, response) of a GET through nginx's TLS port (its
+    certificate is the test's own, so it is not verified)."""
+    connection = httplib.HTTPSConnection('127.0.0.1', port, timeout=15,
+                                         context=ssl._create_unverified_context())
+    try:
+        connection.request('GET', path, headers=dict(headers or {}, Host=host))
+        response = connection.getresponse()
+        return response.status, response.read(), response
+    finally:
+        connection.close()
+
+
+@pytest.mark.skipif(not (NGINX and OPENSSL),
+                    reason='needs nginx and openssl (./setup.sh --all installs nginx)')
+def test_behind_the_generated_nginx_site(production, tmpdir):
+    """deploy/nginx-site.conf with only what its comment says to replace
+    (the name, the certificate) and the test's ports: HTTP goes to HTTPS,
+    HTTPS reaches waitress, which sees the scheme, the client's address
+    (never one the client wrote) and the name; other names are refused by
+    the application; /_health answers the local monitor."""
+    project, env, ini, tyrant = production
+    with open(os.path.join(project, 'deploy', 'nginx-site.conf')) as site_file:
+        site = site_file.read()
+    key, cert = str(tmpdir.join('key.pem')), str(tmpdir.join('cert.pem'))
+    subprocess.check_call([OPENSSL, 'req', '-x509', '-newkey', 'rsa:2048', '-nodes',
+                           '-keyout', key, '-out', cert, '-days', '2', '-subj', '/CN=' + HOST],
+                          stdout=open(os.devnull, 'w'), stderr=subprocess.STDOUT)
+    http_port, https_port = free_port(), free_port()
+    log = str(tmpdir.join('serve.log'))
+    with serve(project, env, ini, log) as served:
+        site = site.replace('www.example.com', HOST)
+        site = replace_once(site, 'listen 80;', 'listen 127.0.0.1:%d;' % http_port)
+        site = replace_once(site, 'listen 443 ssl;', 'listen 127.0.0.1:%d ssl;' % https_port)
+        site = replace_once(site, '/etc/letsencrypt/live/%s/fullchain.pem' % HOST, cert)
+        site = replace_once(site, '/etc/letsencrypt/live/%s/privkey.pem' % HOST, key)
+        upstream = re.search(r'proxy_pass http://127\.0\.0\.1:(\d+);', site).group(0)
+        site = site.replace(upstream, 'proxy_pass http://127.0.0.1:%d;' % served.port)
+        with Nginx(tmpdir.mkdir('nginx'), site, https_port):
+            connection = httplib.HTTPConnection('127.0.0.1', http_port, timeout=15)
+            connection.request('GET', '/boom/where?x=1', headers={'Host': HOST})
+            response = connection.getresponse()
+            assert response.status == 301
+            assert response.getheader('Location') == 'https://%s/boom/where?x=1' % HOST
+            connection.close()
+
+            status, body, response = over_https(https_port, '/boom/store')
+            assert status == 200 and body == 'stored'
+            assert 'secure' in response.getheader('Set-Cookie').lower()
+            status, body, _ = over_https(https_port, '/boom/where',
+                                         headers={'X-Forwarded-For': '203.0.113.9'})
+            assert (status, body) == (200, 'https 127.0.0.1 %s' % HOST)
+            status, body, _ = over_https(https_port, '/_health')
+            assert (status, body) == (200, 'ok\nup %s\n' % tyrant.url)
+            assert over_https(https_port, '/', host='rebind.attacker.example')[0] == 400
+    access = [line for line in open(log).read().splitlines()
+              if '"GET /boom/where HTTP/1.0" 200' in line or '"GET /boom/where HTTP/1.1" 200' in line]
+    assert len(access) == 1 and access[0].startswith('127.0.0.1 - - ['), access
