@@ -37,7 +37,8 @@ local VERSION = "1"
 local MAX_DEPTH = 32        -- nesting of arrays and objects in one value
 local MAX_MEMBERS = 20000   -- members of one object, entries of one index
 
-local find, sub, gsub, byte, char = string.find, string.sub, string.gsub, string.byte, string.char
+local find, sub, gsub = string.find, string.sub, string.gsub
+local byte, char = string.byte, string.char
 local format, concat, floor = string.format, table.concat, math.floor
 
 local function fail(why)
@@ -108,8 +109,9 @@ end
 -- inside strings too, so the answer is checked on the value with its
 -- strings taken out.  Every step is one library call over the whole value,
 -- where value_end takes a step of Lua per string and bracket (a merge into
--- the bench's 18 KB cart, under lua5.1: 265 us against 676).  nil when in doubt, then value_end scans
--- step by step and says what is wrong, if anything is.
+-- the bench's 18 KB cart, under lua5.1: 265 us against 676).  nil when in
+-- doubt: value_end then scans step by step and says what is wrong, if
+-- anything is.
 local function quick_end(s, i, c)
   local _, e = find(s, c == "{" and "^%b{}" or "^%b[]", i)
   if not e then return nil end
