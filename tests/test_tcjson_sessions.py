@@ -544,15 +544,17 @@ def test_cookie_attributes_never_come_from_a_record(tyrant, call):
 
 # ---- what the record lock inside Tyrant guarantees
 
+def count_up(tyrant, sid, key, times):
+    """`times` requests of session `sid`, each adding 1 to `key` and saving."""
+    for _ in range(times):
+        session = tyrant_session(tyrant, sid)
+        session[key] = session.get(key, 0) + 1
+        session.save()
+
+
 def test_sixteen_threads_saving_different_keys_of_one_session_lose_nothing(tyrant):
     sid = session_app(tyrant.url).get('/inc').json['id']
-
-    def worker(n):
-        for _ in range(100):
-            session = tyrant_session(tyrant, sid)
-            session['k%02d' % n] = session.get('k%02d' % n, 0) + 1
-            session.save()
-    errors = run_at_once(worker, 16)
+    errors = run_at_once(lambda n: count_up(tyrant, sid, 'k%02d' % n, 100), 16)
     record = stored(tyrant, 'beaker:%s:session' % sid)
     assert errors == []
     assert [record['k%02d' % n] for n in range(16)] == [100] * 16
@@ -566,14 +568,22 @@ def proxy(tyrant):
     proxy.close()
 
 
-def test_a_save_delayed_past_its_timeout_cannot_undo_a_later_save(tyrant, proxy):
-    sid = session_app(tyrant.url).get('/set?a=1').json['id']
+def save_held_past_its_timeout(tyrant, proxy, path, key, value):
+    """A session made by `path`; a request that sets `key` and saves
+    through `proxy`, which holds the merge: the save times out, the merge
+    is still on its way.  Returns the session id."""
+    sid = session_app(tyrant.url).get(path).json['id']
     slow = tyrant_session(tyrant, sid, url=proxy.url, io_timeout='0.3')
-    slow['a'] = 'late'
+    slow[key] = value
     tcjson.get_pool(proxy.url).pipeline(('ext', 'probe', '', '', 0))
     proxy.hold()                               # the slow request's merge is stuck
     with pytest.raises(tcjson.TyrantUnavailable):
         slow.save()
+    return sid
+
+
+def test_a_save_delayed_past_its_timeout_cannot_undo_a_later_save(tyrant, proxy):
+    sid = save_held_past_its_timeout(tyrant, proxy, '/set?a=1', 'a', 'late')
     later = tyrant_session(tyrant, sid)
     later['b'] = 'later'
     later.save()                               # acknowledged meanwhile
@@ -585,13 +595,7 @@ def test_a_save_delayed_past_its_timeout_cannot_undo_a_later_save(tyrant, proxy)
 
 
 def test_a_save_delayed_past_its_timeout_cannot_bring_a_logout_back(tyrant, proxy):
-    sid = session_app(tyrant.url).get('/set?user=alice').json['id']
-    slow = tyrant_session(tyrant, sid, url=proxy.url, io_timeout='0.3')
-    slow['cart'] = ['book']
-    tcjson.get_pool(proxy.url).pipeline(('ext', 'probe', '', '', 0))
-    proxy.hold()
-    with pytest.raises(tcjson.TyrantUnavailable):
-        slow.save()
+    sid = save_held_past_its_timeout(tyrant, proxy, '/set?user=alice', 'cart', ['book'])
     tyrant_session(tyrant, sid).delete()       # logout, acknowledged
     proxy.release()
     time.sleep(0.2)
@@ -609,10 +613,7 @@ def test_two_hosts_with_clocks_ten_seconds_apart_lose_nothing(tyrant, monkeypatc
 
     def host(n):
         ahead.on = n % 2 == 0                  # hosts 0 and 2 run 10 s ahead
-        for _ in range(50):
-            session = tyrant_session(tyrant, sid)
-            session['host%d' % n] = session.get('host%d' % n, 0) + 1
-            session.save()
+        count_up(tyrant, sid, 'host%d' % n, 50)
     errors = run_at_once(host, 4)
     record = stored(tyrant, 'beaker:%s:session' % sid)
     assert errors == []
