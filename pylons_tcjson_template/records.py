@@ -164,6 +164,11 @@ def _check_shape(raw):
         brackets = inner
 
 
+def _without_bom(raw):
+    """`raw` without the byte order mark another writer may have put first."""
+    return raw[3:] if raw[:3] == '\xef\xbb\xbf' else raw
+
+
 def parse_json(raw, max_size=None):
     """JSON bytes read from Tyrant -> value.  ValueError says why they are
     refused: over `max_size` bytes, too deep, too many values, not UTF-8
@@ -171,8 +176,7 @@ def parse_json(raw, max_size=None):
     if max_size is not None and len(raw) > max_size:
         raise ValueError('%d bytes, over max_session_size=%d' % (len(raw), max_size))
     _check_shape(raw)
-    if raw[:3] == '\xef\xbb\xbf':              # a byte order mark from another writer
-        raw = raw[3:]
+    raw = _without_bom(raw)
     try:
         # Bytes, not text: simplejson parses them twice as fast, giving
         # ASCII strings as str and the others as unicode (bad UTF-8 is a
@@ -188,7 +192,7 @@ _REPARSER = json.JSONDecoder()
 def reparse(raw):
     """A fresh copy of the value in bytes that parse_json accepted or dumps
     wrote: nothing left to check, so no float hook (a sixth faster)."""
-    return _REPARSER.decode(raw[3:] if raw[:3] == '\xef\xbb\xbf' else raw)
+    return _REPARSER.decode(_without_bom(raw))
 
 
 def is_time(value):

@@ -53,6 +53,10 @@ end
 ------------------------------------------------------------ scanning JSON
 
 local WS = "[^ \t\r\n]"
+-- What may lie between the brackets and strings of a stored value: the
+-- characters of numbers and literals, commas, colons and spaces.
+local BETWEEN = "[ \t\r\n,:%w%.%+%-]"
+local BETWEEN_AT, BETWEEN_RUN = "^" .. BETWEEN .. "*", BETWEEN .. "+"
 
 -- Index of the first non-space at or after i (#s + 1 at the end).
 local function skip(s, i)
@@ -120,7 +124,7 @@ local function quick_end(s, i, c)
   local bare = gsub(sub(s, i, e), '"[^"\\\1-\31]*"', "")
   -- Then numbers, literals, commas, colons and spaces go: what is left
   -- must be brackets.
-  local brackets = gsub(bare, "[%w:,%.%-%+ \t\r\n]+", "")
+  local brackets = gsub(bare, BETWEEN_RUN, "")
   if find(brackets, "[^{}%[%]]") then return nil end
   -- The first bracket closes at the end, not before (a string held a bracket).
   if not find(brackets, c == "{" and "^%b{}$" or "^%b[]$") then return nil end
@@ -153,7 +157,7 @@ local function value_end(s, i, strict)
     if e then return e end
     local open, j = {c}, i + 1
     while true do
-      local _, e = find(s, "^[ \t\r\n,:%w%.%+%-]*", j)
+      local _, e = find(s, BETWEEN_AT, j)
       if strict and e >= j then check_gap(s, j, e) end
       local k = e + 1
       local ch = sub(s, k, k)
